@@ -1,0 +1,84 @@
+# Journeys: every target creates .venv and installs the project first when needed.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+LOG    ?= var/sample/segment.jsonl
+SOURCE ?= segment
+SQL    ?= SELECT channel, count() AS touchpoints FROM journeys.touchpoints FINAL GROUP BY channel ORDER BY touchpoints DESC
+
+.DEFAULT_GOAL := help
+.PHONY: help install test test-unit test-integration lint format demo run broker worker sink \
+        migrate replay replay-sample generate query up down logs bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-17s %s\n",$$1,$$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	@touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install Journeys with its test tools
+
+test: $(STAMP) ## run every test (unit, then integration on a real broker and ClickHouse engine)
+	$(BIN)/pytest
+
+test-unit: $(STAMP) ## tests that need no broker
+	$(BIN)/pytest tests/unit
+
+test-integration: $(STAMP) ## tests on the real local broker and chDB
+	$(BIN)/pytest tests/integration
+
+lint: $(STAMP) ## ruff, ruff-format and mypy: the one quality gate
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: $(STAMP) ## apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+demo: $(STAMP) ## the main job on the embedded default: sample data through the whole stack
+	$(BIN)/journeys demo
+
+run: $(STAMP) ## broker + worker + sink in the foreground (Ctrl-C stops all)
+	$(BIN)/journeys run
+
+broker: $(STAMP) ## only the embedded broker
+	$(BIN)/journeys broker
+
+worker: $(STAMP) ## only a stream worker
+	$(BIN)/journeys worker
+
+sink: $(STAMP) ## only the ClickHouse sink
+	$(BIN)/journeys sink
+
+migrate: $(STAMP) ## apply the ClickHouse DDL
+	$(BIN)/journeys migrate
+
+generate: $(STAMP) ## write sample logs to var/sample
+	$(BIN)/journeys generate --out var/sample
+
+replay: $(STAMP) ## publish a log: make replay LOG=path SOURCE=segment
+	$(BIN)/journeys replay $(LOG) --source $(SOURCE)
+
+replay-sample: generate ## generate the sample logs and replay them (needs `make run` elsewhere)
+	$(BIN)/journeys replay var/sample/segment.jsonl --source segment
+
+query: $(STAMP) ## run SQL: make query SQL="SELECT ..."
+	$(BIN)/journeys query "$(SQL)"
+
+up: ## production-like stack in Docker (Kafka KRaft, Schema Registry, ClickHouse)
+	docker compose up -d --wait
+
+down: ## stop the Docker stack
+	docker compose down
+
+logs: ## follow the Docker stack's logs
+	docker compose logs -f
+
+clean: ## remove local state (var/) and caches, keep .venv
+	rm -rf var .pytest_cache .mypy_cache .ruff_cache .hypothesis

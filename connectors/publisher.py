@@ -1,0 +1,110 @@
+"""Publishing touchpoints and dead letters to Kafka (the connectors' thin I/O half)."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from connectors.base import Rejected
+from pipeline.core.model import Touchpoint
+from pipeline.core.pii import redact
+from pipeline.serde import AvroSerde
+from pipeline.settings import Settings
+from pipeline.topics import Topics
+
+log = logging.getLogger(__name__)
+
+DEAD_LETTER_NAMESPACE = uuid.UUID("2b0f5a8e-7f7c-5d8e-8c1b-3f0e6a9d4c21")
+
+
+class PublishError(RuntimeError):
+    """The broker did not acknowledge what was published."""
+
+
+def dead_letter_record(
+    source: str,
+    stage: str,
+    error: str,
+    raw: bytes,
+    location: str | None = None,
+    topic: str | None = None,
+    partition: int | None = None,
+    offset: int | None = None,
+    received_at: datetime | None = None,
+) -> dict[str, Any]:
+    """A ``DeadLetter`` record; its id is deterministic, so a replay adds no duplicate."""
+    payload = redact(raw)
+    where = location or (f"{topic}[{partition}]@{offset}" if topic is not None else "")
+    key = f"{source}|{stage}|{where}|".encode() + payload
+    return {
+        "dead_letter_id": str(uuid.uuid5(DEAD_LETTER_NAMESPACE, key.hex())),
+        "source": source,
+        "stage": stage,
+        "error": error,
+        "payload": payload,
+        "location": location,
+        "topic": topic,
+        "partition": partition,
+        "offset": offset,
+        "received_at": received_at or datetime.now(UTC),
+    }
+
+
+class Publisher:
+    """Produces Avro touchpoints and dead letters; :meth:`flush` waits for every ack."""
+
+    def __init__(self, settings: Settings, serde: AvroSerde, producer: Any = None) -> None:
+        from confluent_kafka import Producer
+
+        self.topics = Topics.from_settings(settings)
+        conf: dict[str, Any] = {
+            **settings.kafka_config(),
+            "linger.ms": 20,
+            "batch.num.messages": 10000,
+            "compression.type": "lz4",
+            "enable.idempotence": False,
+            "acks": "all",
+            "log.connection.close": False,
+        }
+        self.producer = producer or Producer(conf)
+        self._encode_tp = serde.encoder("Touchpoint")
+        self._encode_dl = serde.encoder("DeadLetter")
+        self.failed = 0
+        self.errors: list[str] = []
+
+    def _on_delivery(self, err: Any, _msg: Any) -> None:
+        if err is not None:
+            self.failed += 1
+            if len(self.errors) < 10:
+                self.errors.append(str(err))
+
+    def _produce(self, topic: str, key: str, value: bytes) -> None:
+        while True:
+            try:
+                self.producer.produce(topic, value=value, key=key, on_delivery=self._on_delivery)
+                break
+            except BufferError:
+                self.producer.poll(0.1)
+        self.producer.poll(0)
+
+    def touchpoint(self, tp: Touchpoint) -> None:
+        self._produce(
+            self.topics.touchpoints.name, tp.routing_key(), self._encode_tp(tp.to_record())
+        )
+
+    def rejected(self, rej: Rejected, stage: str) -> None:
+        self.dead_letter(
+            dead_letter_record(rej.source, stage, rej.error, rej.raw, location=rej.location)
+        )
+
+    def dead_letter(self, record: dict[str, Any]) -> None:
+        self._produce(self.topics.dead_letters.name, record["source"], self._encode_dl(record))
+
+    def flush(self, timeout: float = 60.0) -> None:
+        remaining = self.producer.flush(timeout)
+        if remaining:
+            raise PublishError(f"{remaining} messages not acknowledged within {timeout:.0f}s")
+        if self.failed:
+            raise PublishError(f"{self.failed} messages were refused by the broker: {self.errors}")

@@ -1,0 +1,101 @@
+"""``journeys query``: run one SQL query against ClickHouse and print the result."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+
+from pipeline.commands._common import fail, settings
+
+EPILOG = """\
+examples:
+  journeys query "SELECT channel, count() AS n FROM journeys.touchpoints FINAL GROUP BY channel"
+  journeys query "SELECT * FROM journeys.dead_letters LIMIT 5 FORMAT JSONEachRow" | jq .
+  journeys query --file queries/channel_credit.sql
+
+Ending the SQL with a FORMAT clause (TSV, CSV, JSONEachRow...) prints the result
+exactly as ClickHouse writes it, for pipes. Queries are read-only. While `journeys run`
+owns the embedded ClickHouse data, the query is sent to it.
+"""
+
+_FORMAT = re.compile(r"\bFORMAT\s+\w+\s*;?\s*$", re.IGNORECASE)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "query",
+        help="print the result of one SQL query",
+        description="Run one read-only SQL query against JOURNEYS_CLICKHOUSE_URL.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("sql", nargs="?", help="the query (or use --file)")
+    p.add_argument("--file", "-f", help="read the query from this .sql file")
+    p.set_defaults(func=run)
+
+
+def run_sql(sql: str) -> bytes:
+    """The raw result of *sql* in the format its FORMAT clause names, read-only."""
+    from sinks.clickhouse import connect
+    from sinks.query_server import READONLY, find_owner, remote_query
+
+    cfg = settings()
+    port = find_owner(cfg.clickhouse_url)
+    if port is not None:
+        return remote_query(port, sql)
+    client = connect(cfg.clickhouse_url, cfg.clickhouse_database)
+    try:
+        return client.raw_query(sql, settings=READONLY)
+    finally:
+        client.close()
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from pipeline.commands._common import console
+    from sinks.clickhouse import SinkError
+
+    if args.file:
+        try:
+            with open(args.file, encoding="utf-8") as fh:
+                sql = fh.read()
+        except OSError as exc:
+            return fail(f"{args.file}: {exc.strerror}", 2)
+    elif args.sql:
+        sql = args.sql
+    else:
+        return fail("give the SQL as an argument or with --file", 2)
+    sql = sql.strip().rstrip(";").strip()
+    raw_format = bool(_FORMAT.search(sql))
+    try:
+        body = run_sql(sql if raw_format else f"{sql}\nFORMAT TSVWithNamesAndTypes")
+    except SinkError as exc:
+        return fail(str(exc))
+    except Exception as exc:  # noqa: BLE001 - engine errors: show them, do not trace back
+        return fail(str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc))
+    if raw_format:
+        sys.stdout.buffer.write(body)
+        sys.stdout.flush()
+        return 0
+    lines = body.decode("utf-8", "replace").splitlines()
+    if len(lines) < 2:
+        return 0
+    names, types = lines[0].split("\t"), lines[1].split("\t")
+    table = Table(show_edge=False, header_style="bold")
+    for name, type_ in zip(names, types, strict=False):
+        numeric = re.match(r"^(Nullable\()?(U?Int|Float|Decimal)", type_) is not None
+        table.add_column(name, justify="right" if numeric else "left")
+    for line in lines[2:]:
+        table.add_row(*(_unescape(c) for c in line.split("\t")))
+    from rich.console import Console
+
+    Console().print(table)
+    Console(stderr=True).print(f"{len(lines) - 2} row(s)", style="dim")
+    _ = console
+    return 0
+
+
+def _unescape(cell: str) -> str:
+    return cell.replace("\\t", "\t").replace("\\n", "\n").replace("\\\\", "\\")

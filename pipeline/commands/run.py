@@ -1,0 +1,74 @@
+"""``journeys run``: the whole embedded stack in the foreground."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from pipeline.commands._common import console, fail, settings, stop_on_signals
+from pipeline.settings import Settings
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "run",
+        help="run broker, worker and sink in the foreground (Ctrl-C stops all)",
+        description="Start the embedded broker on JOURNEYS_KAFKA_BOOTSTRAP when nothing answers "
+        "there, create the topics, migrate ClickHouse, and run the worker and the sink until "
+        "Ctrl-C. Meanwhile, in another terminal: `journeys replay ...` and `journeys query ...`.",
+    )
+    p.set_defaults(func=run)
+
+
+@contextmanager
+def embedded_stack(cfg: Settings, stop: threading.Event) -> Iterator[object]:
+    """Broker (if needed), topics, ClickHouse sink in this process, worker as a child."""
+    from pipeline.broker import ensure_broker
+    from pipeline.stack import SinkService, spawn, stop_process
+    from pipeline.topics import ensure_topics
+
+    with ensure_broker(cfg.kafka_bootstrap, log_path=Path("var/log/broker.log")) as broker:
+        if broker is not None and cfg.data_dir.exists():
+            # A fresh in-memory broker has no changelogs: local table state would be stale.
+            shutil.rmtree(cfg.data_dir)
+        ensure_topics(cfg)
+        service = SinkService(cfg).start()
+        worker = spawn(["worker"])
+        try:
+            yield service
+        finally:
+            stop.set()
+            stop_process(worker)
+            service.stop()
+        if worker.returncode not in (0, -15, None):
+            console.print(f"[yellow]worker exited with code {worker.returncode}[/]")
+
+
+def run(_args: argparse.Namespace) -> int:
+    from pipeline.broker import BrokerError
+    from pipeline.stack import SinkService
+    from pipeline.topics import TopicError
+    from sinks.clickhouse import SinkError
+
+    cfg = settings()
+    try:
+        with stop_on_signals() as stop, embedded_stack(cfg, stop) as service:
+            assert isinstance(service, SinkService)
+            console.print(
+                f"[bold green]Journeys is running[/]: Kafka {cfg.kafka_bootstrap}, "
+                f"ClickHouse {cfg.clickhouse_url}. Ctrl-C stops everything.\n"
+                "  replay:  journeys replay var/sample/segment.jsonl --source segment\n"
+                '  query:   journeys query "SELECT channel, count() FROM journeys.touchpoints '
+                'FINAL GROUP BY channel"'
+            )
+            while not stop.wait(1.0):
+                if service.error is not None:
+                    return fail(f"the sink stopped: {service.error}")
+    except (BrokerError, TopicError, SinkError) as exc:
+        return fail(str(exc))
+    console.print("stopped")
+    return 0

@@ -1,0 +1,42 @@
+"""``journeys sink``: move the output topics into ClickHouse."""
+
+from __future__ import annotations
+
+import argparse
+
+from pipeline.commands._common import console, fail, settings, stop_on_signals
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "sink",
+        help="run the ClickHouse sink",
+        description="Apply the ClickHouse migrations, then consume the output topics and insert "
+        "them in batches, committing offsets only after each insert succeeded. With a chdb:// "
+        "URL this process owns the data and serves `journeys query` while it runs.",
+    )
+    p.set_defaults(func=run)
+
+
+def run(_args: argparse.Namespace) -> int:
+    from pipeline.broker import kafka_answers
+    from pipeline.stack import SinkService
+    from pipeline.topics import ensure_topics
+    from sinks.clickhouse import SinkError
+
+    cfg = settings()
+    if not kafka_answers(cfg.kafka_bootstrap):
+        return fail(f"no Kafka broker answers on {cfg.kafka_bootstrap}")
+    ensure_topics(cfg)
+    try:
+        service = SinkService(cfg)
+    except SinkError as exc:
+        return fail(str(exc))
+    with stop_on_signals() as stop:
+        service.start()
+        console.print(f"sink running into {cfg.clickhouse_url}; Ctrl-C stops it")
+        while not stop.wait(1.0):
+            if service.error is not None:
+                break
+    service.stop()
+    return 1 if service.error is not None else 0

@@ -1,0 +1,37 @@
+"""``journeys worker``: run the Faust stream processors."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "worker",
+        help="run the stream processors (Faust worker)",
+        description="Run one Faust worker: it consumes journeys.touchpoints and produces the "
+        "derived topics. Start several (each with its own JOURNEYS_DATA_DIR) to share the "
+        "partitions. Needs a broker on JOURNEYS_KAFKA_BOOTSTRAP.",
+    )
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import faust
+
+    from pipeline.app import create_app
+    from pipeline.broker import kafka_answers
+    from pipeline.commands._common import fail, settings
+    from pipeline.topics import ensure_topics
+
+    cfg = settings()
+    if not kafka_answers(cfg.kafka_bootstrap):
+        return fail(
+            f"no Kafka broker answers on {cfg.kafka_bootstrap}; start one with `journeys broker` "
+            "or use `journeys run`"
+        )
+    ensure_topics(cfg)
+    app = create_app(cfg)
+    worker = faust.Worker(app, loglevel="DEBUG" if args.verbose else "WARNING", quiet=True)
+    worker.execute_from_commandline()
+    return 0

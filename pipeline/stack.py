@@ -1,0 +1,86 @@
+"""Composing the embedded stack: the worker as a child process, the sink in-process.
+
+The process that runs the sink owns the chDB data path, so it also serves
+read-only queries for everyone else (see :mod:`sinks.query_server`).
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from pipeline.broker import _die_with_parent
+from pipeline.serde import AvroSerde
+from pipeline.settings import Settings
+from sinks.clickhouse import LockedClient, connect, migrate
+from sinks.query_server import QueryServer
+from sinks.runner import ClickHouseSink
+
+log = logging.getLogger(__name__)
+
+
+class SinkService:
+    """Migrates ClickHouse, then runs the sink loop in a thread and serves queries."""
+
+    def __init__(
+        self, settings: Settings, serde: AvroSerde | None = None, serve_queries: bool = True
+    ) -> None:
+        self.settings = settings
+        self.serde = serde or AvroSerde.from_dir(settings.schemas_dir, settings.schema_registry_url)
+        self.client: LockedClient = connect(settings.clickhouse_url, settings.clickhouse_database)
+        self.applied = migrate(self.client, settings.clickhouse_database)
+        self.sink = ClickHouseSink(settings, self.client, self.serde)
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="clickhouse-sink", daemon=True)
+        self.server: QueryServer | None = None
+        if serve_queries and settings.clickhouse_url.startswith("chdb://"):
+            self.server = QueryServer(self.client, settings.clickhouse_url)
+        self.error: BaseException | None = None
+
+    def _run(self) -> None:
+        try:
+            self.sink.run(self.stop_event)
+        except BaseException as exc:  # noqa: BLE001 - surfaced to the owner via .error
+            log.exception("sink stopped")
+            self.error = exc
+
+    def start(self) -> SinkService:
+        if self.server is not None:
+            self.server.start()
+        self.thread.start()
+        return self
+
+    def query(self, sql: str) -> tuple[list[str], list[Sequence[Any]]]:
+        return self.client.query_rows(sql)
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.thread.join(timeout=30)
+        if self.server is not None:
+            self.server.stop()
+        self.client.close()
+
+
+def spawn(command: Sequence[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """Start ``journeys COMMAND...`` as a child that dies with this process."""
+    return subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-m", "pipeline.cli", *command],
+        env=env,
+        preexec_fn=_die_with_parent,  # noqa: PLW1509 - no orphans
+        start_new_session=True,  # the parent decides the shutdown order on Ctrl-C
+    )
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=timeout)

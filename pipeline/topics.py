@@ -1,0 +1,103 @@
+"""The Kafka topic layout of Journeys: names, keys, partition counts, and their creation.
+
+============================  =====================  ==========  =================
+topic (prefix ``journeys``)   key                    partitions  value (schema)
+============================  =====================  ==========  =================
+``.touchpoints``              strongest identifier   P           Touchpoint
+``.identity-links``           ``owner``              1           Touchpoint
+``.person-touchpoints``       person_id              P           Touchpoint
+``.identity-changes``         person_id (compacted)  P           IdentityChange
+``.journeys``                 person_id              P           Journey
+``.attribution``              conversion_event_id    P           AttributionCredit
+``.dead-letters``             source                 1           DeadLetter
+============================  =====================  ==========  =================
+
+P is ``JOURNEYS_PARTITIONS`` (8 by default): the most workers that can share a stage.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from pipeline.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class TopicError(RuntimeError):
+    """Topics cannot be created or described."""
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    schema: str
+    compacted: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    touchpoints: TopicSpec
+    identity_links: TopicSpec
+    person_touchpoints: TopicSpec
+    identity_changes: TopicSpec
+    journeys: TopicSpec
+    attribution: TopicSpec
+    dead_letters: TopicSpec
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Topics:
+        p, pre = settings.partitions, settings.topic_prefix
+        return cls(
+            touchpoints=TopicSpec(f"{pre}.touchpoints", p, "Touchpoint"),
+            identity_links=TopicSpec(f"{pre}.identity-links", 1, "Touchpoint"),
+            person_touchpoints=TopicSpec(f"{pre}.person-touchpoints", p, "Touchpoint"),
+            identity_changes=TopicSpec(f"{pre}.identity-changes", p, "IdentityChange", True),
+            journeys=TopicSpec(f"{pre}.journeys", p, "Journey"),
+            attribution=TopicSpec(f"{pre}.attribution", p, "AttributionCredit"),
+            dead_letters=TopicSpec(f"{pre}.dead-letters", 1, "DeadLetter"),
+        )
+
+    def all(self) -> tuple[TopicSpec, ...]:
+        return (
+            self.touchpoints,
+            self.identity_links,
+            self.person_touchpoints,
+            self.identity_changes,
+            self.journeys,
+            self.attribution,
+            self.dead_letters,
+        )
+
+
+def ensure_topics(settings: Settings, topics: Topics | None = None, timeout: float = 15.0) -> None:
+    """Create the topics that do not exist yet (idempotent)."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    topics = topics or Topics.from_settings(settings)
+    admin = AdminClient(settings.kafka_config())
+    try:
+        existing = admin.list_topics(timeout=timeout).topics
+    except KafkaException as exc:
+        raise TopicError(f"cannot list topics on {settings.kafka_bootstrap}: {exc}") from exc
+    wanted = []
+    for spec in topics.all():
+        if spec.name in existing:
+            continue
+        config = {"cleanup.policy": "compact"} if spec.compacted else {}
+        wanted.append(
+            NewTopic(spec.name, spec.partitions, settings.replication_factor, config=config)
+        )
+    if not wanted:
+        return
+    for name, future in admin.create_topics(wanted, operation_timeout=timeout).items():
+        try:
+            future.result()
+        except KafkaException as exc:
+            if "TOPIC_ALREADY_EXISTS" in str(exc):
+                continue
+            raise TopicError(f"cannot create topic {name}: {exc}") from exc
+        log.info("created topic %s", name)

@@ -1,0 +1,1 @@
+"""Sinks: consume the pipeline's output topics and write them to ClickHouse."""

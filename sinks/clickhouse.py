@@ -1,0 +1,375 @@
+"""ClickHouse: connection by URL, versioned migrations, and the row shape of each topic.
+
+The same code serves ``chdb://PATH`` (the ClickHouse engine in-process, embedded
+default) and ``http(s)://user:pass@host:port/db`` (a ClickHouse server).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class SinkError(RuntimeError):
+    """ClickHouse cannot be reached, migrated or written to."""
+
+
+class LockedClient:
+    """A clickhouse-connect client shared by threads of one process (chDB is one per process)."""
+
+    def __init__(self, client: Any, url: str) -> None:
+        self.client = client
+        self.url = url
+        self.lock = threading.RLock()
+
+    def command(self, sql: str, settings: dict[str, Any] | None = None) -> Any:
+        with self.lock:
+            return self.client.command(sql, settings=settings)
+
+    def query_rows(
+        self, sql: str, settings: dict[str, Any] | None = None
+    ) -> tuple[list[str], list[Sequence[Any]]]:
+        with self.lock:
+            result = self.client.query(sql, settings=settings)
+            return list(result.column_names), list(result.result_rows)
+
+    def raw_query(self, sql: str, settings: dict[str, Any] | None = None) -> bytes:
+        with self.lock:
+            data: bytes = self.client.raw_query(sql, settings=settings)
+            return data
+
+    def insert(
+        self,
+        table: str,
+        rows: Sequence[Sequence[Any]],
+        columns: Sequence[str],
+        database: str,
+        token: str | None = None,
+    ) -> None:
+        settings = {"insert_deduplication_token": token} if token else None
+        with self.lock:
+            self.client.insert(
+                table, rows, column_names=list(columns), database=database, settings=settings
+            )
+
+    def close(self) -> None:
+        with self.lock:
+            self.client.close()
+
+
+def connect(url: str, database: str | None = None) -> LockedClient:
+    """A client for *url*: ``chdb://PATH`` or ``http(s)://user:pass@host:port/db``."""
+    import clickhouse_connect
+
+    try:
+        if url.startswith("chdb://"):
+            path = Path(url[len("chdb://") :]).expanduser().resolve()
+            path.mkdir(parents=True, exist_ok=True)
+            client = clickhouse_connect.get_client(dsn=f"chdb://{path}")
+        else:
+            parsed = urlparse(url)
+            if parsed.scheme not in ("http", "https"):
+                raise SinkError(f"JOURNEYS_CLICKHOUSE_URL {url!r}: use chdb://PATH or http(s)://")
+            client = clickhouse_connect.get_client(
+                host=parsed.hostname or "localhost",
+                port=parsed.port or (8443 if parsed.scheme == "https" else 8123),
+                username=unquote(parsed.username or "default"),
+                password=unquote(parsed.password or ""),
+                database=(parsed.path.strip("/") or database or "default"),
+                secure=parsed.scheme == "https",
+            )
+    except SinkError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the drivers raise many types
+        safe = re.sub(r"//[^@/]*@", "//***@", url)
+        raise SinkError(f"cannot open ClickHouse at {safe}: {exc}") from exc
+    return LockedClient(client, url)
+
+
+# ---- migrations ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()[:16]
+
+    def statements(self, database: str) -> list[str]:
+        body = "\n".join(
+            line for line in self.sql.splitlines() if not line.lstrip().startswith("--")
+        )
+        return [s.strip().format(db=database) for s in body.split(";") if s.strip()]
+
+
+def load_migrations() -> list[Migration]:
+    out = []
+    for path in sorted(MIGRATIONS_DIR.glob("*.sql")):
+        out.append(Migration(int(path.name.split("_", 1)[0]), path.name, path.read_text()))
+    return out
+
+
+def migrate(client: LockedClient, database: str) -> list[str]:
+    """Apply the migrations not yet recorded in ``{database}.schema_migrations``.
+
+    Idempotent; returns the names applied now. A recorded migration whose file has
+    changed since is an error: write a new migration instead.
+    """
+    if not _IDENT.match(database):
+        raise SinkError(f"database name {database!r} is not a plain identifier")
+    client.command(f"CREATE DATABASE IF NOT EXISTS {database}")
+    client.command(
+        f"CREATE TABLE IF NOT EXISTS {database}.schema_migrations "
+        "(version UInt32, name String, checksum String, applied_at DateTime64(3, 'UTC')) "
+        "ENGINE = ReplacingMergeTree(applied_at) ORDER BY version"
+    )
+    _, rows = client.query_rows(f"SELECT version, checksum FROM {database}.schema_migrations FINAL")
+    applied = {int(r[0]): str(r[1]) for r in rows}
+    done = []
+    for mig in load_migrations():
+        if mig.version in applied:
+            if applied[mig.version] != mig.checksum:
+                raise SinkError(
+                    f"migration {mig.name} changed after it was applied "
+                    f"(checksum {applied[mig.version]} -> {mig.checksum}); add a new one instead"
+                )
+            continue
+        for statement in mig.statements(database):
+            try:
+                client.command(statement)
+            except Exception as exc:  # noqa: BLE001 - driver errors vary by transport
+                raise SinkError(f"migration {mig.name} failed: {exc}") from exc
+        client.insert(
+            "schema_migrations",
+            [(mig.version, mig.name, mig.checksum, datetime.now(UTC))],
+            ("version", "name", "checksum", "applied_at"),
+            database,
+        )
+        done.append(mig.name)
+        log.info("applied migration %s", mig.name)
+    return done
+
+
+# ---- rows ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TableSpec:
+    table: str
+    columns: tuple[str, ...]
+    row: Callable[[dict[str, Any], int, int, datetime], tuple[Any, ...]]
+
+
+def _s(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def touchpoint_row(
+    rec: dict[str, Any], partition: int, offset: int, now: datetime
+) -> tuple[Any, ...]:
+    camp = rec.get("campaign") or {}
+    idents = rec.get("identifiers") or []
+    return (
+        rec["event_id"],
+        rec["source"],
+        _s(rec.get("source_event_id")),
+        _s(rec.get("person_id")),
+        rec["channel"],
+        rec["event_type"],
+        rec["occurred_at"],
+        rec["received_at"],
+        [i["type"] for i in idents],
+        [i["value"] for i in idents],
+        _s(camp.get("source")),
+        _s(camp.get("medium")),
+        _s(camp.get("name")),
+        _s(camp.get("content")),
+        _s(camp.get("term")),
+        _s(camp.get("click_id")),
+        _s(rec.get("referrer")),
+        _s(rec.get("device_type")),
+        _s(rec.get("store_id")),
+        _s(rec.get("order_id")),
+        float(rec.get("revenue") or 0.0),
+        _s(rec.get("currency")),
+        rec.get("properties") or {},
+        partition,
+        offset,
+        now,
+    )
+
+
+TOUCHPOINTS = TableSpec(
+    "touchpoints",
+    (
+        "event_id", "source", "source_event_id", "person_id", "channel", "event_type",
+        "occurred_at", "received_at", "identifier_types", "identifier_values",
+        "campaign_source", "campaign_medium", "campaign_name", "campaign_content",
+        "campaign_term", "click_id", "referrer", "device_type", "store_id", "order_id",
+        "revenue", "currency", "properties", "kafka_partition", "kafka_offset", "ingested_at",
+    ),
+    touchpoint_row,
+)  # fmt: skip
+
+
+def change_id(rec: dict[str, Any]) -> str:
+    parts = [
+        str(rec["kind"]),
+        _s(rec.get("event_id")),
+        rec["person_id"],
+        _s(rec.get("absorbed_person_id")),
+        _s(rec.get("rule")),
+        *(f"{i['type']}:{i['value']}" for i in rec.get("identifiers") or []),
+    ]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
+
+
+def merge_row(rec: dict[str, Any], _p: int, _o: int, now: datetime) -> tuple[Any, ...]:
+    idents = rec.get("identifiers") or []
+    return (
+        change_id(rec),
+        str(rec["kind"]),
+        rec["at"],
+        rec["person_id"],
+        _s(rec.get("absorbed_person_id")),
+        [i["type"] for i in idents],
+        [i["value"] for i in idents],
+        _s(rec.get("rule")),
+        _s(rec.get("event_id")),
+        now,
+    )
+
+
+IDENTITY_MERGES = TableSpec(
+    "identity_merges",
+    (
+        "change_id", "kind", "at", "person_id", "absorbed_person_id", "identifier_types",
+        "identifier_values", "rule", "event_id", "ingested_at",
+    ),
+    merge_row,
+)  # fmt: skip
+
+IDENTITIES_COLUMNS = (
+    "identifier_type",
+    "identifier_value",
+    "person_id",
+    "rule",
+    "updated_at",
+    "is_deleted",
+)
+
+
+def identity_rows(rec: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """Current-mapping rows of ``identities`` implied by one identity change."""
+    kind = str(rec["kind"])
+    if kind == "REFUSED":
+        return []
+    deleted = 1 if kind == "FORGET" else 0
+    return [
+        (i["type"], i["value"], rec["person_id"], _s(rec.get("rule")), rec["at"], deleted)
+        for i in rec.get("identifiers") or []
+    ]
+
+
+def journey_row(rec: dict[str, Any], _p: int, _o: int, _now: datetime) -> tuple[Any, ...]:
+    path = list(rec["path"])
+    hops = sum(1 for a, b in zip(path, path[1:], strict=False) if a != b)
+    started, ended = rec["started_at"], rec["ended_at"]
+    days = (ended - started).total_seconds() / 86400 if rec["converted"] else 0.0
+    return (
+        rec["journey_id"],
+        rec["person_id"],
+        started,
+        ended,
+        1 if rec["converted"] else 0,
+        _s(rec.get("conversion_event_id")),
+        float(rec.get("revenue") or 0.0),
+        path,
+        list(rec.get("touch_event_ids") or []),
+        list(rec.get("touch_times") or []),
+        len(path),
+        hops,
+        days,
+        int(rec.get("version") or 1),
+    )
+
+
+JOURNEYS = TableSpec(
+    "journeys",
+    (
+        "journey_id", "person_id", "started_at", "ended_at", "converted", "conversion_event_id",
+        "revenue", "path", "touch_event_ids", "touch_times", "touch_count", "hops",
+        "days_to_convert", "version",
+    ),
+    journey_row,
+)  # fmt: skip
+
+
+def credit_row(rec: dict[str, Any], _p: int, _o: int, _now: datetime) -> tuple[Any, ...]:
+    return (
+        rec["conversion_event_id"],
+        rec["journey_id"],
+        rec["person_id"],
+        rec["model"],
+        rec["channel"],
+        _s(rec.get("campaign")),
+        int(rec.get("touch_position") or 0),
+        float(rec["credit"]),
+        float(rec["revenue_credit"]),
+        _s(rec.get("model_version")),
+        rec["converted_at"],
+        int(rec.get("version") or 1),
+    )
+
+
+ATTRIBUTION = TableSpec(
+    "attribution",
+    (
+        "conversion_event_id", "journey_id", "person_id", "model", "channel", "campaign",
+        "touch_position", "credit", "revenue_credit", "model_version", "converted_at", "version",
+    ),
+    credit_row,
+)  # fmt: skip
+
+
+def dead_letter_row(rec: dict[str, Any], _p: int, _o: int, _now: datetime) -> tuple[Any, ...]:
+    payload = rec.get("payload") or b""
+    return (
+        rec["dead_letter_id"],
+        rec["source"],
+        rec["stage"],
+        rec["error"],
+        payload.decode("utf-8", "replace") if isinstance(payload, bytes) else str(payload),
+        _s(rec.get("location")),
+        _s(rec.get("topic")),
+        rec.get("partition"),
+        rec.get("offset"),
+        rec["received_at"],
+    )
+
+
+DEAD_LETTERS = TableSpec(
+    "dead_letters",
+    (
+        "dead_letter_id", "source", "stage", "error", "payload", "location", "topic",
+        "partition", "offset", "received_at",
+    ),
+    dead_letter_row,
+)  # fmt: skip

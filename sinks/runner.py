@@ -1,0 +1,215 @@
+"""The ClickHouse sink: consume output topics in batches, insert, then commit.
+
+At-least-once with idempotent writes:
+
+* offsets are committed only after every insert of the batch succeeded;
+* each insert carries an ``insert_deduplication_token`` made from the topic,
+  partition and offset range it covers, so a batch retried after a failure is not
+  written twice, and the ReplacingMergeTree keys (event ids, journey ids...) absorb
+  what a crash re-delivers in different batch boundaries;
+* when ClickHouse is unavailable the sink backs off and retries the same batch,
+  keeping its offsets uncommitted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from connectors.publisher import dead_letter_record
+from pipeline.serde import AvroSerde, SerdeError
+from pipeline.settings import Settings
+from pipeline.topics import Topics
+from sinks.clickhouse import (
+    ATTRIBUTION,
+    DEAD_LETTERS,
+    IDENTITIES_COLUMNS,
+    IDENTITY_MERGES,
+    JOURNEYS,
+    TOUCHPOINTS,
+    LockedClient,
+    TableSpec,
+    identity_rows,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SinkStats:
+    batches: int = 0
+    rows: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    retries: int = 0
+    last_commit: float = 0.0
+
+
+@dataclass
+class _Pending:
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
+    ranges: dict[tuple[str, int], list[int]] = field(default_factory=dict)
+
+    def add(self, row: tuple[Any, ...], topic: str, partition: int, offset: int) -> None:
+        self.rows.append(row)
+        span = self.ranges.setdefault((topic, partition), [offset, offset])
+        span[0] = min(span[0], offset)
+        span[1] = max(span[1], offset)
+
+    def token(self, table: str) -> str:
+        spans = ",".join(f"{t}[{p}]{a}-{b}" for (t, p), (a, b) in sorted(self.ranges.items()))
+        return hashlib.sha256(f"{table}|{spans}".encode()).hexdigest()
+
+
+class ClickHouseSink:
+    """Moves the output topics into ClickHouse tables; :meth:`run` until *stop* is set."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        client: LockedClient,
+        serde: AvroSerde,
+        group_id: str = "journeys-sink",
+        consumer: Any = None,
+    ) -> None:
+        from confluent_kafka import Consumer
+
+        self.settings = settings
+        self.client = client
+        self.serde = serde
+        self.db = settings.clickhouse_database
+        topics = Topics.from_settings(settings)
+        self.routes: dict[str, str] = {
+            topics.person_touchpoints.name: "Touchpoint",
+            topics.identity_changes.name: "IdentityChange",
+            topics.journeys.name: "Journey",
+            topics.attribution.name: "AttributionCredit",
+            topics.dead_letters.name: "DeadLetter",
+        }
+        self.consumer = consumer or Consumer(
+            {
+                **settings.kafka_config(),
+                "group.id": group_id,
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "session.timeout.ms": int(settings.session_timeout_s * 1000),
+                "heartbeat.interval.ms": max(500, int(settings.session_timeout_s * 1000) // 6),
+                "fetch.wait.max.ms": 50,
+                "log.connection.close": False,
+            }
+        )
+        self.stats = SinkStats()
+        self.backoff_max_s = 30.0
+
+    def run(
+        self, stop: threading.Event, on_batch: Callable[[SinkStats], None] | None = None
+    ) -> None:
+        self.consumer.subscribe(list(self.routes))
+        log.info("sink consuming %s into %s", ", ".join(self.routes), self.db)
+        try:
+            while not stop.is_set():
+                batch = self._collect(stop)
+                if batch:
+                    self._write(batch, stop)
+                    if on_batch is not None:
+                        on_batch(self.stats)
+        finally:
+            self.consumer.close()
+
+    def _collect(self, stop: threading.Event) -> list[Any]:
+        batch: list[Any] = []
+        deadline = time.monotonic() + self.settings.sink_flush_ms / 1000
+        while len(batch) < self.settings.sink_batch_size and not stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            msgs = self.consumer.consume(self.settings.sink_batch_size - len(batch), timeout=left)
+            for msg in msgs:
+                if msg.error() is not None:
+                    log.warning("consume error: %s", msg.error())
+                    continue
+                batch.append(msg)
+        return batch
+
+    def rows_of(self, batch: list[Any]) -> dict[str, _Pending]:
+        """Decode a batch and group its rows by table (bad records become dead letters)."""
+        now = datetime.now(UTC)
+        out: dict[str, _Pending] = defaultdict(_Pending)
+        specs: dict[str, TableSpec] = {
+            "Touchpoint": TOUCHPOINTS,
+            "Journey": JOURNEYS,
+            "AttributionCredit": ATTRIBUTION,
+            "DeadLetter": DEAD_LETTERS,
+        }
+        for msg in batch:
+            topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+            schema = self.routes[topic]
+            try:
+                rec = self.serde.decode(msg.value(), expect=schema)
+            except SerdeError as exc:
+                log.warning("%s[%d]@%d: %s", topic, partition, offset, exc)
+                dead = dead_letter_record(
+                    "pipeline", "sink", str(exc), msg.value() or b"", None, topic, partition, offset
+                )
+                out["dead_letters"].add(DEAD_LETTERS.row(dead, 0, 0, now), topic, partition, offset)
+                continue
+            if schema == "IdentityChange":
+                out["identity_merges"].add(
+                    IDENTITY_MERGES.row(rec, partition, offset, now), topic, partition, offset
+                )
+                for row in identity_rows(rec):
+                    out["identities"].add(row, topic, partition, offset)
+                continue
+            spec = specs[schema]
+            out[spec.table].add(spec.row(rec, partition, offset, now), topic, partition, offset)
+        return out
+
+    def _columns(self, table: str) -> tuple[str, ...]:
+        if table == "identities":
+            return IDENTITIES_COLUMNS
+        return {
+            s.table: s.columns
+            for s in (TOUCHPOINTS, IDENTITY_MERGES, JOURNEYS, ATTRIBUTION, DEAD_LETTERS)
+        }[table]
+
+    def _write(self, batch: list[Any], stop: threading.Event) -> None:
+        grouped = self.rows_of(batch)
+        for table, pending in grouped.items():
+            self._insert_with_retry(table, pending, stop)
+            if stop.is_set():
+                return
+        offsets: dict[tuple[str, int], int] = {}
+        for msg in batch:
+            key = (msg.topic(), msg.partition())
+            offsets[key] = max(offsets.get(key, -1), msg.offset())
+        from confluent_kafka import TopicPartition
+
+        self.consumer.commit(
+            offsets=[TopicPartition(t, p, o + 1) for (t, p), o in offsets.items()],
+            asynchronous=False,
+        )
+        self.stats.batches += 1
+        self.stats.last_commit = time.monotonic()
+
+    def _insert_with_retry(self, table: str, pending: _Pending, stop: threading.Event) -> None:
+        delay = 0.2
+        token = pending.token(table)
+        while True:
+            try:
+                self.client.insert(table, pending.rows, self._columns(table), self.db, token)
+                self.stats.rows[table] += len(pending.rows)
+                return
+            except Exception as exc:  # noqa: BLE001 - any driver failure means "retry later"
+                self.stats.retries += 1
+                log.warning(
+                    "insert of %d rows into %s failed (%s); retrying in %.1fs, offsets kept",
+                    len(pending.rows), table, exc, delay,
+                )  # fmt: skip
+                if stop.wait(delay):
+                    return
+                delay = min(delay * 2, self.backoff_max_s)

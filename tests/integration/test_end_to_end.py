@@ -1,0 +1,118 @@
+"""One replay through the real broker, a real Faust worker and the real ClickHouse engine."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from connectors.generate import generate
+from connectors.publisher import Publisher
+from connectors.registry import get_source
+from connectors.replay import ReplayStats, replay_files
+from pipeline.settings import Settings
+from pipeline.stack import SinkService, spawn, stop_process
+from pipeline.topics import ensure_topics
+from tests.conftest import settings_env
+
+TOTALS = """
+SELECT count() AS touchpoints, uniqExact(person_id) AS persons, round(sum(revenue), 2) AS revenue,
+       countIf(person_id = '') AS without_person
+FROM {db}.touchpoints FINAL
+"""
+BY_CHANNEL = "SELECT channel, count() FROM {db}.touchpoints FINAL GROUP BY channel ORDER BY channel"
+DEAD = "SELECT count() FROM {db}.dead_letters FINAL"
+
+
+def wait_for(
+    check: Callable[[], bool], timeout: float, what: str, worker: subprocess.Popen[bytes]
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert worker.poll() is None, f"the worker exited with {worker.returncode}"
+        if check():
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def replay(cfg: Settings, service: SinkService, path: Path) -> ReplayStats:
+    publisher = Publisher(cfg, service.serde)
+    stats = replay_files(
+        [path],
+        get_source("segment"),
+        publisher.touchpoint,
+        lambda rej: publisher.rejected(rej, "replay"),
+    )
+    publisher.flush()
+    return stats
+
+
+def scalar(service: SinkService, sql: str) -> int:
+    return int(service.query(sql)[1][0][0])
+
+
+@pytest.mark.timeout(240)
+def test_replay_lands_in_clickhouse_and_a_second_replay_changes_no_total(
+    stack_settings: Settings, tmp_path: Path
+) -> None:
+    cfg = stack_settings
+    db = cfg.clickhouse_database
+    gen = generate(tmp_path / "sample", people=60, days=20, seed=3, malformed_share=0.03)
+    path = tmp_path / "sample" / "segment.jsonl"
+    assert gen.malformed > 0
+
+    ensure_topics(cfg)
+    service = SinkService(cfg, serve_queries=False).start()
+    worker = spawn(["worker"], env=settings_env(cfg))
+    try:
+        first = replay(cfg, service, path)
+        assert first.records == gen.messages
+        assert first.rejected == gen.malformed
+        wait_for(
+            lambda: (
+                scalar(service, f"SELECT count() FROM {db}.touchpoints FINAL") >= first.touchpoints
+                and scalar(service, DEAD.format(db=db)) >= first.rejected
+            ),
+            150,
+            "the first replay in ClickHouse",
+            worker,
+        )
+        totals = service.query(TOTALS.format(db=db))[1]
+        channels = service.query(BY_CHANNEL.format(db=db))[1]
+        touchpoints, persons, revenue, without_person = totals[0]
+        # events in = stored + dead letters
+        assert touchpoints + scalar(service, DEAD.format(db=db)) == first.records
+        assert without_person == 0
+        assert persons > 0
+        assert revenue > 0
+        assert {c for c, _ in channels} >= {"direct", "organic_search", "paid_search", "email"}
+        # dead letters name file and line, and carry no raw e-mail
+        errors = service.query(f"SELECT location, error, payload FROM {db}.dead_letters FINAL")[1]
+        assert all(str(path) + ":" in loc for loc, _, _ in errors)
+        assert not any("@example.net" in payload for _, _, payload in errors)
+
+        second = replay(cfg, service, path)
+        assert second.touchpoints == first.touchpoints
+        inserted = service.sink.stats.rows
+        wait_for(
+            lambda: (
+                inserted["touchpoints"] >= 2 * first.touchpoints
+                and inserted["dead_letters"] >= 2 * first.rejected
+            ),
+            150,
+            "the second replay in ClickHouse",
+            worker,
+        )
+        time.sleep(1.0)
+        assert service.query(TOTALS.format(db=db))[1] == totals
+        assert service.query(BY_CHANNEL.format(db=db))[1] == channels
+        assert scalar(service, DEAD.format(db=db)) == first.rejected
+        identities = scalar(service, f"SELECT count() FROM {db}.identities FINAL")
+        assert identities > 0
+    finally:
+        stop_process(worker)
+        service.stop()
