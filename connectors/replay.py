@@ -94,7 +94,7 @@ def iter_jsonl(
             yield location, raw[:4096], None, f"line longer than {MAX_LINE_BYTES} bytes"
             continue
         try:
-            yield location, raw, json.loads(raw), None
+            yield location, raw, json.loads(raw.decode("utf-8")), None
         except UnicodeDecodeError:
             yield location, raw, None, "not valid UTF-8"
         except json.JSONDecodeError as exc:

@@ -68,9 +68,9 @@ class SegmentSource:
             msg.get("timestamp") or msg.get("originalTimestamp") or msg.get("sentAt"), "timestamp"
         )
         source_event_id = opt_str(msg, "messageId", 256) or content_id(msg)
-        identifiers = _identifiers(msg, kind)
-        if not identifiers:
+        if msg.get("userId") in (None, "") and msg.get("anonymousId") in (None, ""):
             raise FieldError("userId", "one of userId or anonymousId is required")
+        identifiers = _identifiers(msg, kind)
 
         page_url = opt_str(msg, "context.page.url") or opt_str(msg, "properties.url")
         referrer = opt_str(msg, "context.page.referrer") or opt_str(msg, "properties.referrer")
