@@ -7,7 +7,8 @@ from typing import Any
 
 import faust
 
-from pipeline.agents.provisional import ProvisionalIdentity
+from pipeline.agents.journeys import JourneyStep, ModelLearner, SnapshotCache
+from pipeline.agents.provisional import UPSTREAM_HEADER, ProvisionalIdentity
 from pipeline.serde import AvroSerde
 from pipeline.settings import Settings
 from pipeline.topics import Topics
@@ -43,10 +44,7 @@ def create_app(settings: Settings, serde: AvroSerde | None = None) -> faust.App:
         return app.topic(name, key_serializer="raw", value_serializer="raw", partitions=partitions)
 
     source = raw_topic(topics.touchpoints.name, topics.touchpoints.partitions)
-    outputs = {
-        spec.name: raw_topic(spec.name, spec.partitions)
-        for spec in (topics.person_touchpoints, topics.identity_changes, topics.dead_letters)
-    }
+    outputs = {spec.name: raw_topic(spec.name, spec.partitions) for spec in topics.all()}
     seen = app.Table(
         "provisional-identifiers",
         default=None,
@@ -61,7 +59,44 @@ def create_app(settings: Settings, serde: AvroSerde | None = None) -> faust.App:
         async for event in stream.events():
             msg = event.message
             for out in step.process(event.value, msg.topic, msg.partition, msg.offset):
+                await outputs[out.topic].send(
+                    key=out.key, value=out.value, headers=list(out.headers) or None
+                )
+
+    # -- journeys and attribution, keyed by person ------------------------------------
+    states = app.Table(
+        "journey-states", default=None, partitions=topics.person_touchpoints.partitions
+    )
+    snapshots = app.GlobalTable("attribution-snapshots", default=None, partitions=1)
+    journey_step = JourneyStep(serde, topics, states, SnapshotCache(snapshots))
+
+    @app.agent(outputs[topics.person_touchpoints.name], name="journeys")
+    async def journeys(stream: Any) -> None:
+        async for event in stream.events():
+            msg = event.message
+            headers = dict(msg.headers or ())
+            for out in journey_step.process(
+                event.value, msg.topic, msg.partition, msg.offset, headers.get(UPSTREAM_HEADER)
+            ):
                 await outputs[out.topic].send(key=out.key, value=out.value)
 
-    app.journeys_step = step  # type: ignore[attr-defined]
+    # -- the data-driven models learn from every closed path (one partition) -----------
+    learner = ModelLearner(
+        serde,
+        topics,
+        app.Table("model-paths", default=None, partitions=1),
+        app.Table("model-journeys", default=None, partitions=1),
+        snapshots,
+        refit_every=settings.model_refit_every,
+    )
+
+    @app.agent(outputs[topics.closed_paths.name], name="model-learner")
+    async def model_learner(stream: Any) -> None:
+        async for event in stream.events():
+            learner.add(event.value)
+            if learner.due():
+                for out in learner.refit():
+                    await outputs[out.topic].send(key=out.key, value=out.value)
+
+    app.journeys_steps = (step, journey_step, learner)  # type: ignore[attr-defined]
     return app

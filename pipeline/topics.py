@@ -9,6 +9,8 @@ topic (prefix ``journeys``)   key                    partitions  value (schema)
 ``.identity-changes``         person_id (compacted)  P           IdentityChange
 ``.journeys``                 person_id              P           Journey
 ``.attribution``              conversion_event_id    P           AttributionCredit
+``.closed-paths``             ``paths``              1           ClosedPath
+``.attribution-models``       model                  1           AttributionModel
 ``.dead-letters``             source                 1           DeadLetter
 ============================  =====================  ==========  =================
 
@@ -45,6 +47,8 @@ class Topics:
     identity_changes: TopicSpec
     journeys: TopicSpec
     attribution: TopicSpec
+    closed_paths: TopicSpec
+    attribution_models: TopicSpec
     dead_letters: TopicSpec
 
     @classmethod
@@ -57,6 +61,8 @@ class Topics:
             identity_changes=TopicSpec(f"{pre}.identity-changes", p, "IdentityChange", True),
             journeys=TopicSpec(f"{pre}.journeys", p, "Journey"),
             attribution=TopicSpec(f"{pre}.attribution", p, "AttributionCredit"),
+            closed_paths=TopicSpec(f"{pre}.closed-paths", 1, "ClosedPath"),
+            attribution_models=TopicSpec(f"{pre}.attribution-models", 1, "AttributionModel"),
             dead_letters=TopicSpec(f"{pre}.dead-letters", 1, "DeadLetter"),
         )
 
@@ -68,6 +74,8 @@ class Topics:
             self.identity_changes,
             self.journeys,
             self.attribution,
+            self.closed_paths,
+            self.attribution_models,
             self.dead_letters,
         )
 

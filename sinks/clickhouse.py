@@ -349,6 +349,33 @@ ATTRIBUTION = TableSpec(
 )  # fmt: skip
 
 
+MODEL_COLUMNS = (
+    "model",
+    "version",
+    "channel",
+    "weight",
+    "paths_seen",
+    "conversions",
+    "computed_at",
+)
+
+
+def model_rows(rec: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """One ``attribution_models`` row per channel of a model snapshot."""
+    return [
+        (
+            rec["model"],
+            rec["version"],
+            channel,
+            float(weight),
+            int(rec["paths_seen"]),
+            float(rec["conversions"]),
+            rec["computed_at"],
+        )
+        for channel, weight in sorted(rec["weights"].items())
+    ]
+
+
 def dead_letter_row(rec: dict[str, Any], _p: int, _o: int, _now: datetime) -> tuple[Any, ...]:
     payload = rec.get("payload") or b""
     return (

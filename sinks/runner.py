@@ -33,10 +33,12 @@ from sinks.clickhouse import (
     IDENTITIES_COLUMNS,
     IDENTITY_MERGES,
     JOURNEYS,
+    MODEL_COLUMNS,
     TOUCHPOINTS,
     LockedClient,
     TableSpec,
     identity_rows,
+    model_rows,
 )
 
 log = logging.getLogger(__name__)
@@ -89,6 +91,7 @@ class ClickHouseSink:
             topics.identity_changes.name: "IdentityChange",
             topics.journeys.name: "Journey",
             topics.attribution.name: "AttributionCredit",
+            topics.attribution_models.name: "AttributionModel",
             topics.dead_letters.name: "DeadLetter",
         }
         self.consumer = consumer or Consumer(
@@ -165,6 +168,10 @@ class ClickHouseSink:
                 for row in identity_rows(rec):
                     out["identities"].add(row, topic, partition, offset)
                 continue
+            if schema == "AttributionModel":
+                for row in model_rows(rec):
+                    out["attribution_models"].add(row, topic, partition, offset)
+                continue
             spec = specs[schema]
             out[spec.table].add(spec.row(rec, partition, offset, now), topic, partition, offset)
         return out
@@ -172,6 +179,8 @@ class ClickHouseSink:
     def _columns(self, table: str) -> tuple[str, ...]:
         if table == "identities":
             return IDENTITIES_COLUMNS
+        if table == "attribution_models":
+            return MODEL_COLUMNS
         return {
             s.table: s.columns
             for s in (TOUCHPOINTS, IDENTITY_MERGES, JOURNEYS, ATTRIBUTION, DEAD_LETTERS)

@@ -22,10 +22,17 @@ log = logging.getLogger(__name__)
 PERSON_NAMESPACE = uuid.UUID("0e3cbb6c-4d4f-5a55-a1b0-5b2f7f0f6e10")
 
 
+#: Header naming the upstream partition a message was derived from. Downstream stages
+#: keep one event-time maximum per upstream partition, so that partitions consumed at
+#: different speeds during a replay do not make each other's events late.
+UPSTREAM_HEADER = "journeys-upstream"
+
+
 class Out(NamedTuple):
     topic: str
     key: bytes
     value: bytes
+    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 def provisional_person_id(routing_key: str) -> str:
@@ -56,7 +63,15 @@ class ProvisionalIdentity:
         key = routing_key(((i["type"], i["value"]) for i in idents), rec["event_id"])
         person_id = provisional_person_id(key)
         rec["person_id"] = person_id
-        out = [Out(self.topics.person_touchpoints.name, person_id.encode(), self._encode_tp(rec))]
+        upstream = ((UPSTREAM_HEADER, f"{topic}[{partition}]".encode()),)
+        out = [
+            Out(
+                self.topics.person_touchpoints.name,
+                person_id.encode(),
+                self._encode_tp(rec),
+                upstream,
+            )
+        ]
         if key not in self.seen and idents:
             self.seen[key] = int(rec["occurred_at"].timestamp() * 1000)
             change = {

@@ -1,0 +1,342 @@
+"""The journey stage: per-person journeys, attribution of each conversion, model learning.
+
+Thin shells around the pure core (:mod:`pipeline.core.journeys`,
+:mod:`pipeline.core.attribution`): decode, call the core, encode. The Faust app wires
+them to topics and tables; tests drive them with plain dicts.
+
+* :class:`JourneyStep` consumes ``journeys.person-touchpoints`` (keyed by person), keeps
+  each person's :class:`~pipeline.core.journeys.JourneyState` in a table, and emits
+  closed journeys, their paths (for the data-driven models) and, for each conversion,
+  the credit of all eight models. Late events become dead letters.
+* :class:`ModelLearner` consumes ``journeys.closed-paths`` (one partition: one learner),
+  keeps path counts in a table, refits ``markov`` and ``shapley`` every
+  ``refit_every`` paths and publishes the snapshots. Until the first snapshot exists
+  their credit falls back to ``linear`` (``model_version`` says ``bootstrap``).
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import logging
+import time
+from collections.abc import Iterable, MutableMapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from connectors.publisher import dead_letter_record
+from pipeline.agents.provisional import Out
+from pipeline.core.attribution import (
+    DATA_DRIVEN_MODELS,
+    DEFAULT_CONFIG,
+    MODELS,
+    AttributionConfig,
+    ModelSnapshot,
+    attribute_conversion,
+    fit_snapshot,
+    snapshot_from_record,
+)
+from pipeline.core.journeys import ClosedJourney, JourneyBuilder, JourneyRules, JourneyState
+from pipeline.core.model import Touchpoint, to_millis
+from pipeline.core.paths import PathRow, PathStats
+from pipeline.serde import AvroSerde, SerdeError
+from pipeline.topics import Topics
+
+log = logging.getLogger(__name__)
+
+WATERMARK_KEY = "__watermark__:{partition}"
+BOOTSTRAP_VERSION = "bootstrap"
+
+
+class SnapshotCache:
+    """The latest snapshot of each data-driven model, read from a (global) table."""
+
+    def __init__(self, table: MutableMapping[str, Any]) -> None:
+        self.table = table
+        self._parsed: dict[str, tuple[str, ModelSnapshot]] = {}
+
+    def get(self, model: str) -> tuple[str, ModelSnapshot | None]:
+        record = self.table.get(model)
+        if not record:
+            return BOOTSTRAP_VERSION, None
+        version = str(record["version"])
+        cached = self._parsed.get(model)
+        if cached is None or cached[0] != version:
+            cached = (version, snapshot_from_record(json.loads(record["snapshot_json"])))
+            self._parsed[model] = cached
+        return cached
+
+
+@dataclass
+class _Deadlines:
+    """Per-partition min-heap of (deadline ms, person) for idle persons' expiry."""
+
+    heaps: dict[int, list[tuple[int, str]]] = field(default_factory=dict)
+
+    def push(self, partition: int, deadline: int | None, person: str) -> None:
+        if deadline is not None:
+            heapq.heappush(self.heaps.setdefault(partition, []), (deadline, person))
+
+    def due(self, partition: int, watermark: int) -> list[str]:
+        heap = self.heaps.get(partition, [])
+        out: list[str] = []
+        while heap and heap[0][0] <= watermark:
+            person = heapq.heappop(heap)[1]
+            if person not in out:
+                out.append(person)
+        return out
+
+
+class JourneyStep:
+    """One person-keyed touchpoint in, journeys / paths / credits / dead letters out."""
+
+    def __init__(
+        self,
+        serde: AvroSerde,
+        topics: Topics,
+        states: MutableMapping[str, Any],
+        snapshots: SnapshotCache,
+        rules: JourneyRules | None = None,
+        config: AttributionConfig = DEFAULT_CONFIG,
+        idle_after_s: float = 30.0,
+    ) -> None:
+        self.topics = topics
+        self.serde = serde
+        self.states = states
+        self.snapshots = snapshots
+        self.builder = JourneyBuilder(rules or JourneyRules())
+        self.lateness_ms = self.builder.rules.allowed_lateness_ms
+        self.config = config
+        self.deadlines = _Deadlines()
+        self.idle_after_s = idle_after_s
+        self._last_seen: dict[int, dict[str, float]] = {}
+        self._encode_journey = serde.encoder("Journey")
+        self._encode_path = serde.encoder("ClosedPath")
+        self._encode_credit = serde.encoder("AttributionCredit")
+        self._encode_dead = serde.encoder("DeadLetter")
+
+    def _dead(self, error: str, value: bytes, topic: str, partition: int, offset: int) -> Out:
+        log.warning("%s[%d]@%d: %s", topic, partition, offset, error)
+        record = dead_letter_record(
+            "pipeline", "journey", error, value, None, topic, partition, offset
+        )
+        return Out(self.topics.dead_letters.name, b"pipeline", self._encode_dead(record))
+
+    def _watermark(self, partition: int, occurred_ms: int, upstream: str) -> int:
+        """Event-time watermark of *partition*: the slowest active upstream, less lateness.
+
+        One maximum ``occurred_at`` is kept per upstream partition (persisted in the
+        table); an upstream silent for ``idle_after_s`` of wall time stops holding the
+        watermark back.
+        """
+        key = WATERMARK_KEY.format(partition=partition)
+        maxima: dict[str, int] = dict(self.states.get(key) or {})
+        if occurred_ms > maxima.get(upstream, -1):
+            maxima[upstream] = occurred_ms
+            self.states[key] = maxima
+        now = time.monotonic()
+        seen = self._last_seen.setdefault(partition, {})
+        seen[upstream] = now
+        active = [
+            ms for name, ms in maxima.items() if now - seen.get(name, now) <= self.idle_after_s
+        ]
+        return min(active or maxima.values()) - self.lateness_ms
+
+    def process(
+        self,
+        value: bytes,
+        topic: str,
+        partition: int,
+        offset: int,
+        upstream: bytes | None = None,
+    ) -> list[Out]:
+        try:
+            tp = Touchpoint.from_record(self.serde.decode(value, expect="Touchpoint"))
+        except SerdeError as exc:
+            return [self._dead(str(exc), value, topic, partition, offset)]
+        if not tp.person_id:
+            return [
+                self._dead(
+                    "person_id: required on person-touchpoints", value, topic, partition, offset
+                )
+            ]
+        source = upstream.decode("utf-8", "replace") if upstream else "-"
+        watermark = self._watermark(partition, to_millis(tp.occurred_at), source)
+        raw_state = self.states.get(tp.person_id)
+        state = JourneyState.from_dict(raw_state) if raw_state else None
+        result = self.builder.apply(state, tp, watermark)
+        out = [self._dead(reason, value, topic, partition, offset) for _tp, reason in result.late]
+        closed = list(result.closed)
+        self._store(tp.person_id, result.state, partition)
+        for person in self.deadlines.due(partition, watermark):
+            if person == tp.person_id:
+                continue
+            raw = self.states.get(person)
+            if not raw:
+                continue
+            expired_state, expired = self.builder.expire(JourneyState.from_dict(raw), watermark)
+            closed.extend(expired)
+            self._store(person, expired_state, partition)
+        out.extend(self.emit(closed))
+        return out
+
+    def _store(self, person: str, state: JourneyState, partition: int) -> None:
+        if state.is_empty():
+            if person in self.states:
+                del self.states[person]
+            return
+        self.states[person] = state.to_dict()
+        self.deadlines.push(partition, self.builder.next_deadline_ms(state), person)
+
+    def emit(self, closed: Iterable[ClosedJourney]) -> list[Out]:
+        out: list[Out] = []
+        for journey in closed:
+            key = journey.person_id.encode()
+            record = journey.to_record()
+            out.append(Out(self.topics.journeys.name, key, self._encode_journey(record)))
+            path = {
+                "journey_id": journey.journey_id,
+                "path": list(journey.path),
+                "converted": journey.converted,
+                "revenue": float(journey.revenue or 0.0),
+                "version": journey.version,
+            }
+            out.append(Out(self.topics.closed_paths.name, b"paths", self._encode_path(path)))
+            if journey.converted:
+                out.extend(
+                    Out(self.topics.attribution.name, key, self._encode_credit(credit))
+                    for credit in self.credits(journey)
+                )
+        return out
+
+    def credits(self, journey: ClosedJourney) -> list[dict[str, Any]]:
+        """The AttributionCredit records of every model for one converted journey."""
+        rows: list[dict[str, Any]] = []
+        revenue = float(journey.revenue or 0.0)
+        for model in MODELS:
+            version, snapshot = "rule", None
+            if model in DATA_DRIVEN_MODELS:
+                version, snapshot = self.snapshots.get(model)
+            for credit in attribute_conversion(
+                model,
+                journey.touches,
+                journey.ended_at,
+                revenue,
+                config=self.config,
+                snapshot=snapshot,
+            ):
+                rows.append(
+                    {
+                        "conversion_event_id": journey.conversion_event_id or journey.journey_id,
+                        "journey_id": journey.journey_id,
+                        "person_id": journey.person_id,
+                        "model": model,
+                        "channel": credit.channel,
+                        "campaign": credit.campaign,
+                        "touch_position": credit.position,
+                        "credit": credit.credit,
+                        "revenue_credit": credit.revenue_credit,
+                        "model_version": version,
+                        "converted_at": journey.ended_at,
+                        "version": journey.version,
+                    }
+                )
+        return rows
+
+
+class ModelLearner:
+    """Learns the data-driven models from closed paths and publishes snapshots.
+
+    ``counts`` maps ``"a > b > c"`` to ``[conversions, value, nulls]``; ``seen`` maps a
+    journey id to what it contributed, so a re-attributed journey (higher version)
+    replaces its old path instead of counting twice.
+    """
+
+    def __init__(
+        self,
+        serde: AvroSerde,
+        topics: Topics,
+        counts: MutableMapping[str, Any],
+        seen: MutableMapping[str, Any],
+        snapshots: MutableMapping[str, Any],
+        refit_every: int = 200,
+        config: AttributionConfig = DEFAULT_CONFIG,
+    ) -> None:
+        self.topics = topics
+        self.counts = counts
+        self.seen = seen
+        self.snapshots = snapshots
+        self.refit_every = refit_every
+        self.config = config
+        self.pending = 0
+        self.paths_seen = 0
+        self._encode_model = serde.encoder("AttributionModel")
+        self._decode = serde.decode
+
+    def add(self, value: bytes) -> None:
+        rec = self._decode(value, expect="ClosedPath")
+        path = " > ".join(rec["path"])
+        if not path:
+            return
+        previous = self.seen.get(rec["journey_id"])
+        if previous is not None:
+            if int(previous[0]) >= int(rec["version"]):
+                return
+            self._count(previous[1], bool(previous[2]), float(previous[3]), -1)
+        self._count(path, bool(rec["converted"]), float(rec["revenue"]), +1)
+        self.seen[rec["journey_id"]] = [int(rec["version"]), path, rec["converted"], rec["revenue"]]
+        self.pending += 1
+
+    def _count(self, path: str, converted: bool, revenue: float, sign: int) -> None:
+        acc = list(self.counts.get(path) or [0.0, 0.0, 0.0])
+        if converted:
+            acc[0] += sign
+            acc[1] += sign * revenue
+        else:
+            acc[2] += sign
+        self.counts[path] = acc
+
+    def due(self) -> bool:
+        return self.pending >= self.refit_every
+
+    def refit(self, now: datetime | None = None) -> list[Out]:
+        """Fit both data-driven models on all paths so far; snapshot records out."""
+        rows = [
+            PathRow(tuple(path.split(" > ")), float(c), float(v), float(n))
+            for path, (c, v, n) in self.counts.items()
+            if c > 0 or n > 0
+        ]
+        self.pending = 0
+        if not rows:
+            return []
+        stats = PathStats.from_rows(rows)
+        paths_seen = int(stats.total_conversions + stats.total_nulls)
+        now = now or datetime.now(UTC)
+        out: list[Out] = []
+        for model in DATA_DRIVEN_MODELS:
+            snapshot = fit_snapshot(model, stats, self.config)
+            record = snapshot.to_record()
+            version = f"{model}-{paths_seen}-{to_millis(now)}"
+            model_record = {
+                "model": model,
+                "version": version,
+                "computed_at": now,
+                "paths_seen": paths_seen,
+                "conversions": float(stats.total_conversions),
+                "weights": {str(k): float(v) for k, v in record.get("weights", {}).items()},
+                "snapshot_json": json.dumps(record, separators=(",", ":")),
+            }
+            self.snapshots[model] = {
+                "version": version,
+                "snapshot_json": model_record["snapshot_json"],
+            }
+            out.append(
+                Out(
+                    self.topics.attribution_models.name,
+                    model.encode(),
+                    self._encode_model(model_record),
+                )
+            )
+        log.info("refitted %s on %d paths", ", ".join(DATA_DRIVEN_MODELS), paths_seen)
+        return out
