@@ -51,7 +51,7 @@ class Settings(BaseSettings):
         6.0, description="Consumer session timeout; Tansu joins wait about half of it."
     )
     model_refit_every: int = Field(
-        200, ge=1, description="Refit markov and shapley after this many new closed paths."
+        50, ge=1, description="Refit markov and shapley after this many new closed paths."
     )
     sink_batch_size: int = Field(5000, ge=1, description="Rows per ClickHouse insert at most.")
     sink_flush_ms: int = Field(250, ge=1, description="Flush a partial batch after this long.")

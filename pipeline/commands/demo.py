@@ -4,18 +4,44 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from pipeline.commands._common import console, fail, settings, stop_on_signals
 
 COUNT_SQL = "SELECT count() FROM {db}.touchpoints FINAL"
 DEAD_SQL = "SELECT count() FROM {db}.dead_letters FINAL WHERE stage = 'replay'"
+CREDIT_SQL = """
+SELECT channel,
+       round(sumIf(credit, model = 'first_touch'), 1) AS first,
+       round(sumIf(credit, model = 'last_touch'), 1) AS last,
+       round(sumIf(credit, model = 'linear'), 1) AS linear,
+       round(sumIf(credit, model = 'time_decay'), 1) AS decay,
+       round(sumIf(credit, model = 'position_based'), 1) AS position,
+       round(sumIf(credit, model = 'markov'), 1) AS markov,
+       round(sumIf(credit, model = 'shapley'), 1) AS shapley
+FROM {db}.attribution_current
+GROUP BY channel ORDER BY linear DESC
+"""
 CHANNEL_SQL = """
 SELECT channel, count() AS touchpoints, uniqExact(person_id) AS persons,
        countIf(event_type = 'order_completed') AS orders, round(sum(revenue), 2) AS revenue
 FROM {db}.touchpoints FINAL
 GROUP BY channel ORDER BY touchpoints DESC
 """
+
+
+def _settled(count: Callable[[], int], quiet_s: float = 3.0) -> int:
+    """Wait until *count* is above 0 and unchanged for *quiet_s* (30 s at most)."""
+    last, since, deadline = -1, time.monotonic(), time.monotonic() + 30
+    while time.monotonic() < deadline:
+        now = count()
+        if now != last or now == 0:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            break
+        time.sleep(0.5)
+    return last
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -69,10 +95,12 @@ def run(args: argparse.Namespace) -> int:
             )
             deadline = time.monotonic() + args.timeout
             stored = dead = 0
+            inserted = service.sink.stats.rows  # rows this run wrote (the path may hold older ones)
             while time.monotonic() < deadline and not stop.is_set():
-                stored = int(service.query(COUNT_SQL.format(db=db))[1][0][0])
-                dead = int(service.query(DEAD_SQL.format(db=db))[1][0][0])
+                stored, dead = inserted["touchpoints"], inserted["dead_letters"]
                 if stored >= stats.touchpoints and dead >= stats.rejected:
+                    stored = int(service.query(COUNT_SQL.format(db=db))[1][0][0])
+                    dead = int(service.query(DEAD_SQL.format(db=db))[1][0][0])
                     break
                 if service.error is not None:
                     return fail(f"the sink stopped: {service.error}")
@@ -84,16 +112,28 @@ def run(args: argparse.Namespace) -> int:
                         f"{stats.touchpoints:,} touchpoints"
                     )
             columns, rows = service.query(CHANNEL_SQL.format(db=db))
+            credit = _settled(lambda: service.sink.stats.rows["attribution"])
+            credit_columns, credit_rows = service.query(CREDIT_SQL.format(db=db))
     except (BrokerError, TopicError, SinkError) as exc:
         return fail(str(exc))
     table = Table(title="Touchpoints per channel (ClickHouse journeys.touchpoints)")
     for col in columns:
-        table.add_column(col, justify="left" if col == "channel" else "right")
+        table.add_column(col, justify="left" if col == "channel" else "right", no_wrap=True)
     for row in rows:
         table.add_row(*(f"{v:,}" if isinstance(v, int) else str(v) for v in row))
     from rich.console import Console
 
-    Console().print(table)
+    out = Console()
+    out.print(table)
+    if credit:
+        credits = Table(title="Conversions credited per channel, by attribution model")
+        for col in credit_columns:
+            credits.add_column(
+                col, justify="left" if col == "channel" else "right", no_wrap=True
+            )
+        for row in credit_rows:
+            credits.add_row(*(str(v) for v in row))
+        out.print(credits)
     console.print(
         f"events in = {stats.records:,} = {stored:,} touchpoints + {dead:,} dead letters "
         f"({time.monotonic() - started:.0f}s). Explore: journeys run, then journeys query ..."
