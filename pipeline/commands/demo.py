@@ -128,9 +128,7 @@ def run(args: argparse.Namespace) -> int:
     if credit:
         credits = Table(title="Conversions credited per channel, by attribution model")
         for col in credit_columns:
-            credits.add_column(
-                col, justify="left" if col == "channel" else "right", no_wrap=True
-            )
+            credits.add_column(col, justify="left" if col == "channel" else "right", no_wrap=True)
         for row in credit_rows:
             credits.add_row(*(str(v) for v in row))
         out.print(credits)
