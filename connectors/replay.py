@@ -194,17 +194,18 @@ def replay_files(
                 stats.records += 1
                 received = datetime.now(UTC)
                 if error is not None:
-                    stats.note(Rejected(source.name, error, raw, location))
-                    reject(Rejected(source.name, error, raw, location))
-                    continue
-                mapped = map_record(source, record, raw, received, location)
-                if mapped.rejected is not None:
-                    stats.note(mapped.rejected)
-                    reject(mapped.rejected)
-                for tp in mapped.touchpoints:
+                    rejected: Rejected | None = Rejected(source.name, error, raw, location)
+                    touchpoints: list[Touchpoint] = []
+                else:
+                    mapped = map_record(source, record, raw, received, location)
+                    rejected, touchpoints = mapped.rejected, mapped.touchpoints
+                if rejected is not None:
+                    stats.note(rejected)
+                    reject(rejected)
+                for tp in touchpoints:
                     emit(tp)
-                stats.touchpoints += len(mapped.touchpoints)
-                throttle.tick(max(1, len(mapped.touchpoints)))
+                stats.touchpoints += len(touchpoints)
+                throttle.tick(max(1, len(touchpoints)))
                 if on_progress is not None and stats.records % 2000 == 0:
                     raw_stream: Any = getattr(stream, "fileobj", stream)
                     on_progress(done_bytes + raw_stream.tell(), stats.records)
