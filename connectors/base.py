@@ -59,8 +59,16 @@ class Mapped:
 def map_record(
     source: Source, record: Any, raw: bytes, received_at: datetime, location: str | None = None
 ) -> Mapped:
-    """Map *record* with *source*; any invalid field becomes a :class:`Rejected` value."""
+    """Map *record* with *source*; any invalid field becomes a :class:`Rejected` value.
+
+    A JSON array is accepted when the source has a ``map_array`` (SendGrid posts its
+    events as one array).
+    """
     try:
+        map_array = getattr(source, "map_array", None)
+        if isinstance(record, list) and map_array is not None:
+            touchpoints: list[Touchpoint] = map_array(record, received_at)
+            return Mapped(touchpoints, None)
         if not isinstance(record, Mapping):
             raise FieldError("$", f"expected a JSON object, got {type(record).__name__}")
         return Mapped(source.map(record, received_at), None)

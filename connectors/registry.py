@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+from connectors.ads import AdsSource
 from connectors.base import ConnectorError, Source
+from connectors.interactions import InteractionsSource
+from connectors.pos import PosSource
 from connectors.segment import SegmentSource
+from connectors.sendgrid import SendGridSource
+from connectors.shopify import ShopifySource
+from connectors.twilio import TwilioSource
 
 
 def _sources() -> dict[str, Source]:
-    return {"segment": SegmentSource()}
+    return {
+        "segment": SegmentSource(),
+        "sendgrid": SendGridSource(),
+        "twilio": TwilioSource(),
+        "shopify": ShopifySource(),
+        "pos": PosSource(),
+        "ads": AdsSource(),
+        "interactions": InteractionsSource(),
+    }
 
 
 SOURCES: dict[str, Source] = _sources()

@@ -12,6 +12,7 @@ COMMANDS = (
     "demo",
     "broker",
     "worker",
+    "collect",
     "sink",
     "migrate",
     "replay",
