@@ -3,6 +3,8 @@
 Segment's and RudderStack's SDKs send these; `journeys replay --source segment` reads
 them one per line. Field reference: https://segment.com/docs/connections/spec/common/
 
+* ``timestamp`` (else ``originalTimestamp``, ``sentAt``) is event time; without any,
+  the time Journeys received the message, as the Spec's HTTP API does.
 * ``messageId`` is the source event id (a content hash when absent, so replays dedupe).
 * ``anonymousId`` → ``anonymous_id``, ``userId`` → ``user_id``, ``context.device.id`` →
   ``device_id``, ``traits.email`` / ``context.traits.email`` → ``email_sha256``,
@@ -64,9 +66,9 @@ class SegmentSource:
             raise FieldError(
                 "type", f"expected one of {', '.join(MESSAGE_TYPES)}, got {kind!r:.30}"
             )
-        occurred = parse_time(
-            msg.get("timestamp") or msg.get("originalTimestamp") or msg.get("sentAt"), "timestamp"
-        )
+        stamp = msg.get("timestamp") or msg.get("originalTimestamp") or msg.get("sentAt")
+        # The Spec: "timestamp ... defaults to the current time" when the caller omits it.
+        occurred = received_at if stamp is None else parse_time(stamp, "timestamp")
         source_event_id = opt_str(msg, "messageId", 256) or content_id(msg)
         if msg.get("userId") in (None, "") and msg.get("anonymousId") in (None, ""):
             raise FieldError("userId", "one of userId or anonymousId is required")

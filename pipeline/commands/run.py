@@ -16,17 +16,22 @@ from pipeline.settings import Settings
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "run",
-        help="run broker, worker and sink in the foreground (Ctrl-C stops all)",
+        help="run broker, collector, worker and sink in the foreground (Ctrl-C stops all)",
         description="Start the embedded broker on JOURNEYS_KAFKA_BOOTSTRAP when nothing answers "
-        "there, create the topics, migrate ClickHouse, and run the worker and the sink until "
-        "Ctrl-C. Meanwhile, in another terminal: `journeys replay ...` and `journeys query ...`.",
+        "there, create the topics, migrate ClickHouse, and run the HTTP collector "
+        "(127.0.0.1:8088), the worker and the sink until Ctrl-C. Meanwhile, in another "
+        "terminal: `journeys replay ...`, `journeys query ...`, or point a Segment SDK at the "
+        "collector with write key `dev`.",
     )
     p.set_defaults(func=run)
 
 
 @contextmanager
-def embedded_stack(cfg: Settings, stop: threading.Event) -> Iterator[object]:
-    """Broker (if needed), topics, ClickHouse sink in this process, worker as a child."""
+def embedded_stack(
+    cfg: Settings, stop: threading.Event, with_collector: bool = False
+) -> Iterator[object]:
+    """Broker (if needed), topics, ClickHouse sink in this process, worker (and the HTTP
+    collector) as children."""
     from pipeline.broker import ensure_broker
     from pipeline.stack import SinkService, spawn, stop_process
     from pipeline.topics import ensure_topics
@@ -37,13 +42,17 @@ def embedded_stack(cfg: Settings, stop: threading.Event) -> Iterator[object]:
             shutil.rmtree(cfg.data_dir)
         ensure_topics(cfg)
         service = SinkService(cfg).start()
-        worker = spawn(["worker"])
+        children = [spawn(["worker"])]
+        if with_collector:
+            children.append(spawn(["collect"]))
         try:
             yield service
         finally:
             stop.set()
-            stop_process(worker)
+            for child in reversed(children):
+                stop_process(child)
             service.stop()
+        worker = children[0]
         if worker.returncode not in (0, -15, None):
             console.print(f"[yellow]worker exited with code {worker.returncode}[/]")
 
@@ -56,11 +65,12 @@ def run(_args: argparse.Namespace) -> int:
 
     cfg = settings()
     try:
-        with stop_on_signals() as stop, embedded_stack(cfg, stop) as service:
+        with stop_on_signals() as stop, embedded_stack(cfg, stop, with_collector=True) as service:
             assert isinstance(service, SinkService)
             console.print(
                 f"[bold green]Journeys is running[/]: Kafka {cfg.kafka_bootstrap}, "
                 f"ClickHouse {cfg.clickhouse_url}. Ctrl-C stops everything.\n"
+                "  collect: http://127.0.0.1:8088/v1/track (write key dev), /webhooks/...\n"
                 "  replay:  journeys replay var/sample/segment.jsonl --source segment\n"
                 '  query:   journeys query "SELECT channel, count() FROM journeys.touchpoints '
                 'FINAL GROUP BY channel"'

@@ -132,3 +132,9 @@ def test_map_record_turns_errors_into_values() -> None:
     assert mapped.rejected is not None
     assert mapped.rejected.location == "f.jsonl:3"
     assert "expected a JSON object" in mapped.rejected.error
+
+
+def test_a_message_without_any_timestamp_happened_when_received() -> None:
+    msg = {"type": "track", "event": "Signed Up", "userId": "u1", "messageId": "m9"}
+    (tp,) = SOURCE.map(msg, NOW)
+    assert tp.occurred_at == NOW
