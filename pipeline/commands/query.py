@@ -52,6 +52,7 @@ def run_sql(sql: str) -> bytes:
 
 
 def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
     from rich.table import Table
 
     from pipeline.commands._common import console
@@ -89,11 +90,8 @@ def run(args: argparse.Namespace) -> int:
         table.add_column(name, justify="right" if numeric else "left")
     for line in lines[2:]:
         table.add_row(*(_unescape(c) for c in line.split("\t")))
-    from rich.console import Console
-
     Console().print(table)
-    Console(stderr=True).print(f"{len(lines) - 2} row(s)", style="dim")
-    _ = console
+    console.print(f"{len(lines) - 2} row(s)", style="dim")
     return 0
 
 
