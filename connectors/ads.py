@@ -45,10 +45,9 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from connectors.base import FieldError, opt_float, opt_str, parse_time, req_str
+from connectors.base import FieldError, email_identifier, opt_float, opt_str, parse_time, req_str
 from pipeline.core.channels import campaign_from_url, source_channel
 from pipeline.core.model import Campaign, Identifier, Touchpoint, event_id_for
-from pipeline.core.pii import PIIError, hash_email
 
 #: The URL parameter that carries each platform's click id.
 CLICK_ID_PARAMS: Mapping[str, str] = {
@@ -151,12 +150,9 @@ class AdsSource:
 
 def _identifiers(record: Mapping[str, Any]) -> list[Identifier]:
     out: list[Identifier] = []
-    email = opt_str(record, "email", 320)
+    email = email_identifier(record, "email")
     if email is not None:
-        try:
-            out.append(Identifier("email_sha256", hash_email(email)))
-        except PIIError as exc:
-            raise FieldError("email", "not an e-mail address") from exc
+        out.append(email)
     hashed = opt_str(record, "email_sha256", 64)
     if hashed is not None:
         hashed = hashed.strip().lower()

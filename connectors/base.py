@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from pipeline.core.model import ModelError, Touchpoint
+from pipeline.core.model import Identifier, ModelError, Touchpoint
+from pipeline.core.pii import PIIError, hash_email, hash_phone
 
 
 class ConnectorError(ValueError):
@@ -123,6 +124,32 @@ def opt_float(record: Mapping[str, Any], path: str) -> float | None:
     if not math.isfinite(number):
         raise FieldError(path, "expected a finite number")
     return number
+
+
+def email_identifier(record: Mapping[str, Any], path: str) -> Identifier | None:
+    """``email_sha256`` of the address at *path* (None when absent).
+
+    The raw address stops here; one that is no address is a :class:`FieldError` naming
+    *path* (and never echoing the value).
+    """
+    email = opt_str(record, path, 320)
+    if email is None:
+        return None
+    try:
+        return Identifier("email_sha256", hash_email(email))
+    except PIIError as exc:
+        raise FieldError(path, "not an e-mail address") from exc
+
+
+def phone_identifier(record: Mapping[str, Any], path: str) -> Identifier | None:
+    """``phone_sha256`` of the E.164 form of the number at *path* (None when absent)."""
+    phone = opt_str(record, path, 64)
+    if phone is None:
+        return None
+    try:
+        return Identifier("phone_sha256", hash_phone(phone))
+    except PIIError as exc:
+        raise FieldError(path, "not a phone number") from exc
 
 
 def parse_time(value: Any, field: str) -> datetime:

@@ -26,10 +26,18 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from connectors.base import FieldError, content_id, opt_float, opt_str, parse_time, req_str
+from connectors.base import (
+    FieldError,
+    content_id,
+    email_identifier,
+    opt_float,
+    opt_str,
+    parse_time,
+    phone_identifier,
+    req_str,
+)
 from pipeline.core.channels import source_channel
 from pipeline.core.model import Identifier, Touchpoint, event_id_for
-from pipeline.core.pii import PIIError, hash_email, hash_phone
 
 TYPES = ("chat", "call")
 DIRECTIONS = ("inbound", "outbound")
@@ -91,18 +99,12 @@ def _identifiers(record: Mapping[str, Any]) -> tuple[Identifier, ...]:
         value = opt_str(record, f"customer.{field}", 256)
         if value is not None:
             out.append(Identifier(field, value.strip()))
-    email = opt_str(record, "customer.email", 320)
-    if email is not None:
-        try:
-            out.append(Identifier("email_sha256", hash_email(email)))
-        except PIIError as exc:
-            raise FieldError("customer.email", "not an e-mail address") from exc
-    phone = opt_str(record, "customer.phone", 64)
-    if phone is not None:
-        try:
-            out.append(Identifier("phone_sha256", hash_phone(phone)))
-        except PIIError as exc:
-            raise FieldError("customer.phone", "not a phone number") from exc
+    for found in (
+        email_identifier(record, "customer.email"),
+        phone_identifier(record, "customer.phone"),
+    ):
+        if found is not None:
+            out.append(found)
     if not out:
         raise FieldError("customer", "at least one identifier is required")
     return tuple(dict.fromkeys(out))

@@ -34,10 +34,17 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from connectors.base import FieldError, opt_float, opt_str, parse_time, req_str
+from connectors.base import (
+    FieldError,
+    email_identifier,
+    opt_float,
+    opt_str,
+    parse_time,
+    phone_identifier,
+    req_str,
+)
 from pipeline.core.channels import source_channel
 from pipeline.core.model import Identifier, Touchpoint, event_id_for
-from pipeline.core.pii import PIIError, hash_email, hash_phone
 
 COLUMNS = (
     "transaction_id",
@@ -81,18 +88,14 @@ class PosSource:
             value = opt_str(record, field, 256)
             if value is not None:
                 identifiers.append(Identifier(type_, value.strip()))
-        email = opt_str(record, "email", 320)
-        if email is not None:
+        for make, field in ((email_identifier, "email"), (phone_identifier, "phone")):
             try:
-                identifiers.append(Identifier("email_sha256", hash_email(email)))
-            except PIIError:
-                dropped.append("email")
-        phone = opt_str(record, "phone", 64)
-        if phone is not None:
-            try:
-                identifiers.append(Identifier("phone_sha256", hash_phone(phone)))
-            except PIIError:
-                dropped.append("phone")
+                found = make(record, field)
+            except FieldError:
+                dropped.append(field)  # a typo at the till must not lose the sale
+                continue
+            if found is not None:
+                identifiers.append(found)
 
         properties: dict[str, str] = {"transaction_id": transaction_id, "type": kind}
         for field in ("register_id", "items"):

@@ -25,15 +25,16 @@ from typing import Any
 from connectors.base import (
     FieldError,
     content_id,
+    email_identifier,
     get_path,
     opt_float,
     opt_str,
     parse_time,
+    phone_identifier,
     snake,
 )
 from pipeline.core.channels import campaign_from_url, web_channel
 from pipeline.core.model import Campaign, Identifier, Touchpoint, event_id_for
-from pipeline.core.pii import PIIError, hash_email, hash_phone
 
 MESSAGE_TYPES = ("track", "page", "screen", "identify", "alias", "group")
 _EVENT_TYPES = {"page": "page_view", "screen": "screen_view"}
@@ -135,22 +136,10 @@ def _identifiers(msg: Mapping[str, Any], kind: str) -> list[Identifier]:
     device = opt_str(msg, "context.device.id", 256)
     if device is not None:
         out.append(Identifier("device_id", device))
-    for base in ("traits", "context.traits"):
-        email = opt_str(msg, f"{base}.email", 320)
-        if email is not None:
-            try:
-                out.append(Identifier("email_sha256", hash_email(email)))
-            except PIIError as exc:
-                raise FieldError(f"{base}.email", "not an e-mail address") from exc
-            break
-    for base in ("traits", "context.traits"):
-        phone = opt_str(msg, f"{base}.phone", 64)
-        if phone is not None:
-            try:
-                out.append(Identifier("phone_sha256", hash_phone(phone)))
-            except PIIError as exc:
-                raise FieldError(f"{base}.phone", "not a phone number") from exc
-            break
+    for make, field in ((email_identifier, "email"), (phone_identifier, "phone")):
+        found = make(msg, f"traits.{field}") or make(msg, f"context.traits.{field}")
+        if found is not None:
+            out.append(found)
     loyalty = opt_str(msg, "traits.loyalty_id", 128) or opt_str(msg, "context.traits.loyalty_id")
     if loyalty is not None:
         out.append(Identifier("loyalty_id", loyalty))

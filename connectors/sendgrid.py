@@ -25,10 +25,10 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from connectors.base import FieldError, opt_str, parse_time, req_str
+from connectors.base import FieldError, email_identifier, opt_str, parse_time, req_str
 from pipeline.core.channels import campaign_from_url, source_channel
 from pipeline.core.model import Campaign, Identifier, Touchpoint, event_id_for
-from pipeline.core.pii import PIIError, hash_email, redact
+from pipeline.core.pii import redact
 
 #: The events of the Event Webhook that are about one recipient.
 EVENTS = (
@@ -93,11 +93,10 @@ class SendGridSource:
                 "event", f"expected a recipient event ({', '.join(EVENTS)}), got {kind!r:.40}"
             )
         occurred = parse_time(event.get("timestamp"), "timestamp")
-        email = req_str(event, "email", 320)
-        try:
-            identifiers = [Identifier("email_sha256", hash_email(email))]
-        except PIIError as exc:
-            raise FieldError("email", "not an e-mail address") from exc
+        email = email_identifier(event, "email")
+        if email is None:
+            raise FieldError("email", "required")
+        identifiers = [email]
         for field, type_ in (("user_id", "user_id"), ("anonymous_id", "anonymous_id")):
             value = opt_str(event, field, 256)
             if value is not None:

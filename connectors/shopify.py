@@ -42,7 +42,15 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from connectors.base import FieldError, opt_float, opt_str, parse_time, req_str
+from connectors.base import (
+    FieldError,
+    email_identifier,
+    opt_float,
+    opt_str,
+    parse_time,
+    phone_identifier,
+    req_str,
+)
 from pipeline.core.channels import (
     SHOPIFY_ONLINE,
     SHOPIFY_POS,
@@ -51,7 +59,6 @@ from pipeline.core.channels import (
     source_channel,
 )
 from pipeline.core.model import Identifier, Touchpoint, event_id_for
-from pipeline.core.pii import PIIError, hash_email, hash_phone
 
 TOPIC = "orders/create"
 
@@ -158,22 +165,17 @@ class ShopifySource:
         customer_id = opt_str(order, "customer.id", 64)
         if customer_id is not None:
             out.append(Identifier(self.customer_id_type, customer_id))
-        for path in ("email", "contact_email", "customer.email"):
-            email = opt_str(order, path, 320)
-            if email is not None:
+        for make, paths in (
+            (email_identifier, ("email", "contact_email", "customer.email")),
+            (phone_identifier, ("phone", "customer.phone")),
+        ):
+            for path in paths:
                 try:
-                    out.append(Identifier("email_sha256", hash_email(email)))
-                except PIIError:
+                    found = make(order, path)
+                except FieldError:
                     dropped.append(path)
                     continue
-                break
-        for path in ("phone", "customer.phone"):
-            phone = opt_str(order, path, 64)
-            if phone is not None:
-                try:
-                    out.append(Identifier("phone_sha256", hash_phone(phone)))
-                except PIIError:
-                    dropped.append(path)
-                    continue
-                break
+                if found is not None:
+                    out.append(found)
+                    break
         return tuple(dict.fromkeys(out)), dropped
