@@ -98,5 +98,4 @@ def create_app(settings: Settings, serde: AvroSerde | None = None) -> faust.App:
                 for out in learner.refit():
                     await outputs[out.topic].send(key=out.key, value=out.value)
 
-    app.journeys_steps = (step, journey_step, learner)  # type: ignore[attr-defined]
     return app
