@@ -12,11 +12,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "generate",
         help="write synthetic multi-channel logs with ground truth",
-        description="Write deterministic synthetic logs (Segment web/app traffic with every "
-        "acquisition channel, logins, purchases and ~1%% malformed lines) and the true "
-        "person of every identifier (ground_truth.csv).",
+        description="Write deterministic synthetic logs of the same simulated people in "
+        "every source's own format (Segment web/app traffic with every acquisition channel, "
+        "SendGrid e-mail events, Twilio SMS callbacks and clicks, Shopify orders, POS "
+        "transactions, ad clicks, chats and calls; ~1%% malformed records in each file), the "
+        "true person of every identifier (ground_truth.csv) and manifest.json.",
         epilog="example:\n  journeys generate --people 500 --days 30 --seed 7 --out var/sample\n"
-        "  journeys replay var/sample/segment.jsonl --source segment",
+        "  journeys replay var/sample/segment.jsonl --source segment\n"
+        "  journeys replay var/sample/pos.csv --source pos",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--people", type=int, default=200, help="customers to simulate (200)")
@@ -34,4 +37,12 @@ def run(args: argparse.Namespace) -> int:
         f"wrote {stats.messages:,} Segment messages ({stats.malformed} malformed on purpose, "
         f"{stats.purchases} purchases) for {stats.people} people to {args.out}/"
     )
+    for name, count in stats.files.items():
+        if name == "segment.jsonl":
+            continue
+        source = name.split(".")[0]
+        console.print(
+            f"  {name}: {count:,} records ({stats.malformed_by_file.get(name, 0)} malformed); "
+            f"replay with --source {source}"
+        )
     return 0
