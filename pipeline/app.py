@@ -7,11 +7,14 @@ from typing import Any
 
 import faust
 
+from pipeline.agents.identity import IdentityOwner, IdentityRouter
 from pipeline.agents.journeys import JourneyStep, ModelLearner, SnapshotCache
-from pipeline.agents.provisional import UPSTREAM_HEADER, ProvisionalIdentity
+from pipeline.agents.messages import UPSTREAM_HEADER, Out
+from pipeline.core.identity import IdentityGraph, IdentityStores
+from pipeline.rules import load_rules
 from pipeline.serde import AvroSerde
 from pipeline.settings import Settings
-from pipeline.topics import Topics
+from pipeline.topics import CONTROL_HEADER, Topics
 
 log = logging.getLogger(__name__)
 
@@ -45,30 +48,59 @@ def create_app(settings: Settings, serde: AvroSerde | None = None) -> faust.App:
 
     source = raw_topic(topics.touchpoints.name, topics.touchpoints.partitions)
     outputs = {spec.name: raw_topic(spec.name, spec.partitions) for spec in topics.all()}
-    seen = app.Table(
-        "provisional-identifiers",
-        default=None,
-        partitions=topics.touchpoints.partitions,
-    )
-    step = ProvisionalIdentity(serde, topics, seen)
 
-    @app.agent(source, name="provisional-identity")
-    async def provisional_identity(stream: Any) -> None:
+    async def send(out: Out) -> None:
+        await outputs[out.topic].send(
+            key=out.key, value=out.value, headers=list(out.headers) or None
+        )
+
+    # -- identity: the graph's stores are tables of the one-partition owner topic ------
+    # use_partitioner: the fast path reads them from events of other topics (a plain
+    # table would read the store of the current event's partition number).
+    def owner_table(name: str) -> Any:
+        return app.Table(name, default=None, partitions=1, use_partitioner=True)
+
+    rules = load_rules(settings.rules_file)
+    graph = IdentityGraph(
+        rules.identity,
+        IdentityStores(
+            ident_to_person=owner_table("identity-persons-by-identifier"),
+            persons=owner_table("identity-persons"),
+            forward=owner_table("identity-forwards"),
+            links=owner_table("identity-links-seen"),
+            shapes=owner_table("identity-shapes"),
+        ),
+    )
+    router = IdentityRouter(serde, topics, graph)
+    owner = IdentityOwner(serde, topics, graph)
+
+    @app.agent(source, name="identity-router")
+    async def identity_router(stream: Any) -> None:
+        async for event in stream.events():
+            msg = event.message
+            for out in router.process(event.value, msg.topic, msg.partition, msg.offset):
+                await send(out)
+
+    @app.agent(outputs[topics.identity_links.name], name="identity-owner")
+    async def identity_owner(stream: Any) -> None:
         # One event at a time, so that Faust's current_event() names the partition whose
         # changelog a table write belongs to.
         async for event in stream.events():
             msg = event.message
-            for out in step.process(event.value, msg.topic, msg.partition, msg.offset):
-                await outputs[out.topic].send(
-                    key=out.key, value=out.value, headers=list(out.headers) or None
-                )
+            headers = dict(msg.headers or ())
+            for out in owner.process(
+                event.value, msg.topic, msg.partition, msg.offset, headers.get(UPSTREAM_HEADER)
+            ):
+                await send(out)
 
     # -- journeys and attribution, keyed by person ------------------------------------
     states = app.Table(
         "journey-states", default=None, partitions=topics.person_touchpoints.partitions
     )
     snapshots = app.GlobalTable("attribution-snapshots", default=None, partitions=1)
-    journey_step = JourneyStep(serde, topics, states, SnapshotCache(snapshots))
+    journey_step = JourneyStep(
+        serde, topics, states, SnapshotCache(snapshots), rules=rules.journeys
+    )
 
     @app.agent(outputs[topics.person_touchpoints.name], name="journeys")
     async def journeys(stream: Any) -> None:
@@ -76,9 +108,14 @@ def create_app(settings: Settings, serde: AvroSerde | None = None) -> faust.App:
             msg = event.message
             headers = dict(msg.headers or ())
             for out in journey_step.process(
-                event.value, msg.topic, msg.partition, msg.offset, headers.get(UPSTREAM_HEADER)
+                event.value,
+                msg.topic,
+                msg.partition,
+                msg.offset,
+                headers.get(UPSTREAM_HEADER),
+                headers.get(CONTROL_HEADER),
             ):
-                await outputs[out.topic].send(key=out.key, value=out.value)
+                await send(out)
 
     # -- the data-driven models learn from every closed path (one partition) -----------
     learner = ModelLearner(
@@ -96,6 +133,6 @@ def create_app(settings: Settings, serde: AvroSerde | None = None) -> faust.App:
             learner.add(event.value)
             if learner.due():
                 for out in learner.refit():
-                    await outputs[out.topic].send(key=out.key, value=out.value)
+                    await send(out)
 
     return app

@@ -8,30 +8,83 @@ chDB (the ClickHouse engine in-process) under ``var/clickhouse``. Production set
 
 from __future__ import annotations
 
+import ssl
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_serializer, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from faust.types.auth import CredentialsT
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+#: The SASL mechanisms that both librdkafka (confluent-kafka) and aiokafka (Faust) speak
+#: with a user name and a password.
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+_MASK = "***"
+
+
+class SettingsError(ValueError):
+    """The settings are inconsistent, or a file they name cannot be used."""
+
+
+def redact_url(url: str) -> str:
+    """*url* with the password of its user info replaced by ``***``, for logs and errors.
+
+    ``http://journeys:secret@clickhouse:8123/journeys`` becomes
+    ``http://journeys:***@clickhouse:8123/journeys``; a URL without a password is
+    returned as it is. Everything up to the last ``@`` counts as user info, so that a
+    password with an unescaped ``@`` or ``/`` is masked whole too: a malformed URL is
+    masked too much rather than too little.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    userinfo, _, hostpart = rest.rpartition("@")
+    user, colon, _password = userinfo.partition(":")
+    if not colon:
+        return url
+    return f"{scheme}://{user}:{_MASK}@{hostpart}"
+
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="JOURNEYS_", frozen=True, extra="ignore")
+    """Every setting of the pipeline; ``repr``, ``str`` and JSON dumps never show a secret:
+    passwords are :class:`SecretStr` and the passwords inside URLs are masked."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="JOURNEYS_", frozen=True, extra="ignore", hide_input_in_errors=True
+    )
 
     kafka_bootstrap: str = Field(
         "127.0.0.1:9092",
         description="Kafka bootstrap servers. `journeys run`/`broker` start Tansu here if "
         "nothing answers.",
     )
-    kafka_security_protocol: str = Field(
+    kafka_security_protocol: SecurityProtocol = Field(
         "PLAINTEXT", description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."
     )
-    kafka_sasl_mechanism: str | None = Field(None, description="e.g. SCRAM-SHA-512.")
+    kafka_sasl_mechanism: SaslMechanism | None = Field(
+        None, description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (required with SASL_*)."
+    )
     kafka_sasl_username: str | None = None
     kafka_sasl_password: SecretStr | None = None
-    kafka_ssl_cafile: str | None = None
+    kafka_ssl_cafile: str | None = Field(
+        None, description="PEM file of the CA that signed the brokers' certificates."
+    )
+    kafka_ssl_certfile: str | None = Field(
+        None, description="PEM client certificate, for brokers that require mutual TLS."
+    )
+    kafka_ssl_keyfile: str | None = Field(None, description="PEM private key of the certificate.")
+    kafka_ssl_key_password: SecretStr | None = Field(
+        None, description="Password of an encrypted private key."
+    )
+    kafka_ssl_check_hostname: bool = Field(
+        True, description="Check that the broker's certificate names its host."
+    )
     schema_registry_url: str | None = Field(
         None,
         description="Confluent-compatible Schema Registry URL (or mock://name). Unset: Avro "
@@ -55,8 +108,68 @@ class Settings(BaseSettings):
     )
     sink_batch_size: int = Field(5000, ge=1, description="Rows per ClickHouse insert at most.")
     sink_flush_ms: int = Field(250, ge=1, description="Flush a partial batch after this long.")
+    rules_file: Path | None = Field(
+        None,
+        description="TOML file of identity and journey rules ([identity], [journeys]); "
+        "unset: the defaults. See docs/identity.md and docs/journeys.md.",
+    )
     schemas_dir: Path = Field(REPO_ROOT / "schemas")
     log_level: str = "INFO"
+
+    @field_validator("kafka_security_protocol", mode="before")
+    @classmethod
+    def _protocol_spelling(cls, value: Any) -> Any:
+        return value.strip().upper().replace("-", "_") if isinstance(value, str) else value
+
+    @field_validator("kafka_sasl_mechanism", mode="before")
+    @classmethod
+    def _mechanism_spelling(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return value.strip().upper().replace("_", "-") or None
+        return value
+
+    @model_validator(mode="after")
+    def _security_is_complete(self) -> Settings:
+        protocol = self.kafka_security_protocol
+        if protocol.startswith("SASL_"):
+            missing = [
+                f"JOURNEYS_{name.upper()}"
+                for name in ("kafka_sasl_mechanism", "kafka_sasl_username", "kafka_sasl_password")
+                if getattr(self, name) in (None, "")
+            ]
+            if missing:
+                raise ValueError(
+                    f"JOURNEYS_KAFKA_SECURITY_PROTOCOL={protocol} needs {', '.join(missing)}"
+                )
+        if bool(self.kafka_ssl_certfile) != bool(self.kafka_ssl_keyfile):
+            raise ValueError(
+                "set JOURNEYS_KAFKA_SSL_CERTFILE and JOURNEYS_KAFKA_SSL_KEYFILE together"
+            )
+        return self
+
+    # -- secrets stay out of repr, str and JSON dumps ----------------------------------
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        for name, value in super().__repr_args__():
+            if name in ("clickhouse_url", "schema_registry_url") and isinstance(value, str):
+                yield name, redact_url(value)
+            else:
+                yield name, value
+
+    @field_serializer("clickhouse_url", "schema_registry_url", when_used="json")
+    def _redact_in_json(self, value: str | None) -> str | None:
+        return None if value is None else redact_url(value)
+
+    @property
+    def clickhouse_url_redacted(self) -> str:
+        """``clickhouse_url`` with its password masked: the form to print or log."""
+        return redact_url(self.clickhouse_url)
+
+    # -- Kafka clients -----------------------------------------------------------------
+
+    @property
+    def _uses_ssl(self) -> bool:
+        return self.kafka_security_protocol in ("SSL", "SASL_SSL")
 
     def kafka_config(self) -> dict[str, Any]:
         """librdkafka (confluent-kafka) client settings, with security passed through."""
@@ -72,7 +185,64 @@ class Settings(BaseSettings):
             conf["sasl.password"] = self.kafka_sasl_password.get_secret_value()
         if self.kafka_ssl_cafile:
             conf["ssl.ca.location"] = self.kafka_ssl_cafile
+        if self.kafka_ssl_certfile:
+            conf["ssl.certificate.location"] = self.kafka_ssl_certfile
+        if self.kafka_ssl_keyfile:
+            conf["ssl.key.location"] = self.kafka_ssl_keyfile
+        if self.kafka_ssl_key_password is not None:
+            conf["ssl.key.password"] = self.kafka_ssl_key_password.get_secret_value()
+        if self._uses_ssl and not self.kafka_ssl_check_hostname:
+            conf["ssl.endpoint.identification.algorithm"] = "none"
         return conf
+
+    def kafka_ssl_context(self) -> ssl.SSLContext:
+        """The TLS context of the Faust (aiokafka) clients, from the ``kafka_ssl_*`` settings."""
+        try:
+            context = ssl.create_default_context(
+                ssl.Purpose.SERVER_AUTH, cafile=self.kafka_ssl_cafile or None
+            )
+            if self.kafka_ssl_certfile:
+                key_password = (
+                    self.kafka_ssl_key_password.get_secret_value()
+                    if self.kafka_ssl_key_password is not None
+                    else None
+                )
+                context.load_cert_chain(
+                    self.kafka_ssl_certfile, self.kafka_ssl_keyfile or None, password=key_password
+                )
+        except (OSError, ssl.SSLError) as exc:
+            # OSError covers a missing or unreadable file; the message names no secret.
+            raise SettingsError(
+                "cannot build the Kafka TLS context from "
+                f"JOURNEYS_KAFKA_SSL_CAFILE={self.kafka_ssl_cafile!r}, "
+                f"JOURNEYS_KAFKA_SSL_CERTFILE={self.kafka_ssl_certfile!r}, "
+                f"JOURNEYS_KAFKA_SSL_KEYFILE={self.kafka_ssl_keyfile!r}: {exc}"
+            ) from exc
+        if not self.kafka_ssl_check_hostname:
+            context.check_hostname = False
+        return context
+
+    def faust_credentials(self) -> CredentialsT | None:
+        """The Faust/aiokafka credentials for ``faust.App(broker_credentials=...)``.
+
+        None for PLAINTEXT; :class:`faust.SSLCredentials` for SSL;
+        :class:`faust.SASLCredentials` (with a TLS context for SASL_SSL) for SASL_*.
+        Raises :class:`SettingsError` when a certificate or key file cannot be loaded.
+        """
+        protocol = self.kafka_security_protocol
+        if protocol == "PLAINTEXT":
+            return None
+        import faust
+
+        if protocol == "SSL":
+            return faust.SSLCredentials(self.kafka_ssl_context())
+        password = self.kafka_sasl_password
+        return faust.SASLCredentials(
+            username=self.kafka_sasl_username,
+            password=None if password is None else password.get_secret_value(),
+            mechanism=self.kafka_sasl_mechanism,
+            ssl_context=self.kafka_ssl_context() if protocol == "SASL_SSL" else None,
+        )
 
 
 def load_settings() -> Settings:

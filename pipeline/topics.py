@@ -15,6 +15,11 @@ topic (prefix ``journeys``)   key                    partitions  value (schema)
 ============================  =====================  ==========  =================
 
 P is ``JOURNEYS_PARTITIONS`` (8 by default): the most workers that can share a stage.
+
+``.person-touchpoints`` also carries control messages between journey stages, marked by
+the ``journeys-control`` header (the sink skips them): ``merge`` (an IdentityChange,
+keyed by the absorbed person) and ``handover`` (the absorbed person's journey state as
+JSON, keyed by the survivor).
 """
 
 from __future__ import annotations
@@ -25,6 +30,11 @@ from dataclasses import dataclass
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
+
+#: Header of control messages on ``journeys.person-touchpoints``; its value says which.
+CONTROL_HEADER = "journeys-control"
+MERGE_CONTROL = b"merge"
+HANDOVER_CONTROL = b"handover"
 
 
 class TopicError(RuntimeError):

@@ -26,7 +26,7 @@ from typing import Any
 from connectors.publisher import dead_letter_record
 from pipeline.serde import AvroSerde, SerdeError
 from pipeline.settings import Settings
-from pipeline.topics import Topics
+from pipeline.topics import CONTROL_HEADER, Topics
 from sinks.clickhouse import (
     ATTRIBUTION,
     DEAD_LETTERS,
@@ -66,6 +66,10 @@ class _Pending:
     def token(self, table: str) -> str:
         spans = ",".join(f"{t}[{p}]{a}-{b}" for (t, p), (a, b) in sorted(self.ranges.items()))
         return hashlib.sha256(f"{table}|{spans}".encode()).hexdigest()
+
+
+def _is_control(msg: Any) -> bool:
+    return any(name == CONTROL_HEADER for name, _v in msg.headers() or ())
 
 
 class ClickHouseSink:
@@ -151,6 +155,8 @@ class ClickHouseSink:
         }
         for msg in batch:
             topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+            if _is_control(msg):
+                continue  # identity-merge bookkeeping between journey stages, not data
             schema = self.routes[topic]
             try:
                 rec = self.serde.decode(msg.value(), expect=schema)

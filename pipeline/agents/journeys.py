@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from connectors.publisher import dead_letter_record
-from pipeline.agents.provisional import Out
+from pipeline.agents.messages import UPSTREAM_HEADER, Out
 from pipeline.core.attribution import (
     DATA_DRIVEN_MODELS,
     DEFAULT_CONFIG,
@@ -41,11 +41,13 @@ from pipeline.core.journeys import ClosedJourney, JourneyBuilder, JourneyRules, 
 from pipeline.core.model import Touchpoint, to_millis
 from pipeline.core.paths import PathRow, PathStats
 from pipeline.serde import AvroSerde, SerdeError
-from pipeline.topics import Topics
+from pipeline.topics import CONTROL_HEADER, HANDOVER_CONTROL, MERGE_CONTROL, Topics
 
 log = logging.getLogger(__name__)
 
 WATERMARK_KEY = "__watermark__:{partition}"
+#: Table key of an absorbed person: its survivor (set when the merge control arrives).
+FORWARD_KEY = "__forward__:{person}"
 BOOTSTRAP_VERSION = "bootstrap"
 
 
@@ -111,6 +113,7 @@ class JourneyStep:
         self.deadlines = _Deadlines()
         self.idle_after_s = idle_after_s
         self._last_seen: dict[int, dict[str, float]] = {}
+        self._encode_tp = serde.encoder("Touchpoint")
         self._encode_journey = serde.encoder("Journey")
         self._encode_path = serde.encoder("ClosedPath")
         self._encode_credit = serde.encoder("AttributionCredit")
@@ -150,15 +153,33 @@ class JourneyStep:
         partition: int,
         offset: int,
         upstream: bytes | None = None,
+        control: bytes | None = None,
     ) -> list[Out]:
+        if control is not None:
+            return self._control(control, value, topic, partition, offset)
         try:
-            tp = Touchpoint.from_record(self.serde.decode(value, expect="Touchpoint"))
+            rec = self.serde.decode(value, expect="Touchpoint")
+            tp = Touchpoint.from_record(rec)
         except SerdeError as exc:
             return [self._dead(str(exc), value, topic, partition, offset)]
         if not tp.person_id:
             return [
                 self._dead(
                     "person_id: required on person-touchpoints", value, topic, partition, offset
+                )
+            ]
+        survivor = self.states.get(FORWARD_KEY.format(person=tp.person_id))
+        if survivor:
+            # Routed before its person was absorbed: on to the survivor (whose stage
+            # forwards again if the survivor was absorbed in turn).
+            rec["person_id"] = survivor
+            headers = ((UPSTREAM_HEADER, upstream),) if upstream else ()
+            return [
+                Out(
+                    self.topics.person_touchpoints.name,
+                    survivor.encode(),
+                    self._encode_tp(rec),
+                    headers,
                 )
             ]
         source = upstream.decode("utf-8", "replace") if upstream else "-"
@@ -180,6 +201,59 @@ class JourneyStep:
             self._store(person, expired_state, partition)
         out.extend(self.emit(closed))
         return out
+
+    # -- identity merges -----------------------------------------------------------------
+
+    def _control(
+        self, control: bytes, value: bytes, topic: str, partition: int, offset: int
+    ) -> list[Out]:
+        try:
+            if control == MERGE_CONTROL:
+                return self._hand_over(self.serde.decode(value, expect="IdentityChange"))
+            if control == HANDOVER_CONTROL:
+                return self._take_over(json.loads(value), partition)
+        except (SerdeError, ValueError, KeyError, TypeError) as exc:
+            return [self._dead(f"{control!r} control: {exc}", value, topic, partition, offset)]
+        return [self._dead(f"unknown control {control!r}", value, topic, partition, offset)]
+
+    def _hand_over(self, change: dict[str, Any]) -> list[Out]:
+        """On the absorbed person's partition: leave a forward, send the state on."""
+        absorbed, survivor = str(change["absorbed_person_id"]), str(change["person_id"])
+        self.states[FORWARD_KEY.format(person=absorbed)] = survivor
+        raw = self.states.get(absorbed)
+        if raw is None:
+            return []
+        del self.states[absorbed]
+        payload = {"survivor": survivor, "absorbed": absorbed, "state": raw}
+        return [
+            Out(
+                self.topics.person_touchpoints.name,
+                survivor.encode(),
+                json.dumps(payload, separators=(",", ":")).encode(),
+                ((CONTROL_HEADER, HANDOVER_CONTROL),),
+            )
+        ]
+
+    def _take_over(self, payload: dict[str, Any], partition: int) -> list[Out]:
+        """On the survivor's partition: merge the absorbed state, re-attribute, emit."""
+        survivor = str(payload["survivor"])
+        further = self.states.get(FORWARD_KEY.format(person=survivor))
+        if further:  # the survivor was absorbed meanwhile: pass the state on
+            payload = {**payload, "survivor": further}
+            return [
+                Out(
+                    self.topics.person_touchpoints.name,
+                    str(further).encode(),
+                    json.dumps(payload, separators=(",", ":")).encode(),
+                    ((CONTROL_HEADER, HANDOVER_CONTROL),),
+                )
+            ]
+        absorbed = JourneyState.from_dict(payload["state"])
+        raw = self.states.get(survivor)
+        mine = JourneyState.from_dict(raw) if raw else JourneyState(survivor, absorbed.watermark_ms)
+        merged, closed = self.builder.merge(mine, absorbed)
+        self._store(survivor, merged, partition)
+        return self.emit(closed)
 
     def _store(self, person: str, state: JourneyState, partition: int) -> None:
         if state.is_empty():

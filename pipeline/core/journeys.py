@@ -663,7 +663,9 @@ class JourneyBuilder:
             merged.session = list(best)
         else:
             merged.session = None
-        merged.recent = list(dict.fromkeys(survivor.recent + absorbed.recent))[-_RECENT_IDS:]
+        # Both persons' recent ids stay known (up to twice the usual window), so that a
+        # redelivery of either's recent events is still recognised after the merge.
+        merged.recent = list(dict.fromkeys(survivor.recent + absorbed.recent))[-2 * _RECENT_IDS :]
         self._advance(merged, watermark, closed)
         return merged, closed
 
@@ -762,7 +764,7 @@ class JourneyBuilder:
             closed.append(self._close_conversion(state, at, event_id, event[_P_REV]))
         recent = state.recent
         recent.append(event_id)
-        if len(recent) > _RECENT_IDS:
+        if len(recent) > 2 * _RECENT_IDS:
             del recent[: len(recent) - _RECENT_IDS]
 
     def _push_touch(self, state: JourneyState, touch: list[Any]) -> None:

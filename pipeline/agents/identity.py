@@ -1,0 +1,137 @@
+"""The identity stage: a fast path for known identifiers and a single owner of the graph.
+
+``journeys.touchpoints`` (P partitions)
+    :class:`IdentityRouter` asks the graph's read-only :meth:`IdentityGraph.lookup`
+    whether the event can change nothing (every identifier known, one person, this
+    identifier set resolved before). If so the touchpoint goes, with its person, to
+    ``journeys.person-touchpoints``; otherwise, unchanged, to ``journeys.identity-links``.
+
+``journeys.identity-links`` (1 partition, the single owner)
+    :class:`IdentityOwner` runs :meth:`IdentityGraph.resolve`: it maps new identifiers,
+    merges persons (the older survives), refuses links the rules forbid, and publishes
+    every change to ``journeys.identity-changes``. For each merge it also sends a
+    *merge control* message, keyed by the absorbed person, on
+    ``journeys.person-touchpoints``: the journey stage of that person hands its state
+    over to the survivor (see :mod:`pipeline.agents.journeys`).
+
+Both steps are plain objects over the graph (bytes in, :class:`Out` messages out); the
+graph's stores are Faust tables in the worker. Each message keeps a header naming the
+``journeys.touchpoints`` partition it came from and its route (``touchpoints[3]`` or
+``owner/touchpoints[3]``): the journey stage keeps one event-time maximum per upstream,
+and each upstream is in event order, so the owner's extra hop makes nothing late.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from connectors.publisher import dead_letter_record
+from pipeline.agents.messages import UPSTREAM_HEADER, Out
+from pipeline.core.identity import ChangeKind, IdentityGraph
+from pipeline.core.model import Identifier, to_millis
+from pipeline.serde import AvroSerde, SerdeError
+from pipeline.topics import CONTROL_HEADER, MERGE_CONTROL, Topics
+
+log = logging.getLogger(__name__)
+
+OWNER_KEY = b"owner"
+
+
+def _identifiers(rec: dict[str, Any]) -> list[Identifier]:
+    return [Identifier(i["type"], i["value"]) for i in rec.get("identifiers") or ()]
+
+
+class _Step:
+    def __init__(self, serde: AvroSerde, topics: Topics, graph: IdentityGraph) -> None:
+        self.serde = serde
+        self.topics = topics
+        self.graph = graph
+        self._encode_tp = serde.encoder("Touchpoint")
+        self._encode_change = serde.encoder("IdentityChange")
+        self._encode_dead = serde.encoder("DeadLetter")
+
+    def _decode(
+        self, value: bytes, topic: str, partition: int, offset: int
+    ) -> tuple[dict[str, Any] | None, list[Out]]:
+        try:
+            return self.serde.decode(value, expect="Touchpoint"), []
+        except SerdeError as exc:
+            log.warning("%s[%d]@%d: %s", topic, partition, offset, exc)
+            dead = dead_letter_record(
+                "pipeline", "identity", str(exc), value, None, topic, partition, offset
+            )
+            return None, [Out(self.topics.dead_letters.name, b"pipeline", self._encode_dead(dead))]
+
+    def _routed(self, rec: dict[str, Any], person: str, upstream: bytes) -> Out:
+        rec["person_id"] = person
+        return Out(
+            self.topics.person_touchpoints.name,
+            person.encode(),
+            self._encode_tp(rec),
+            ((UPSTREAM_HEADER, upstream),),
+        )
+
+
+class IdentityRouter(_Step):
+    """The fast path on ``journeys.touchpoints``: known events skip the owner."""
+
+    hits = 0
+    misses = 0
+
+    def process(self, value: bytes, topic: str, partition: int, offset: int) -> list[Out]:
+        rec, dead = self._decode(value, topic, partition, offset)
+        if rec is None:
+            return dead
+        upstream = f"{topic}[{partition}]".encode()
+        person = self.graph.lookup(_identifiers(rec), to_millis(rec["occurred_at"]))
+        if person is None:
+            self.misses += 1
+            return [
+                Out(
+                    self.topics.identity_links.name,
+                    OWNER_KEY,
+                    value,
+                    ((UPSTREAM_HEADER, upstream),),
+                )
+            ]
+        self.hits += 1
+        return [self._routed(rec, person, upstream)]
+
+
+class IdentityOwner(_Step):
+    """The single writer of the identity graph, on ``journeys.identity-links``."""
+
+    def process(
+        self,
+        value: bytes,
+        topic: str,
+        partition: int,
+        offset: int,
+        upstream: bytes | None = None,
+    ) -> list[Out]:
+        rec, dead = self._decode(value, topic, partition, offset)
+        if rec is None:
+            return dead
+        resolution = self.graph.resolve(
+            _identifiers(rec), rec["event_id"], to_millis(rec["occurred_at"])
+        )
+        out: list[Out] = []
+        for change in resolution.changes:
+            record = self._encode_change(change.to_record())
+            out.append(Out(self.topics.identity_changes.name, change.person_id.encode(), record))
+            if change.kind is ChangeKind.MERGE and change.absorbed_person_id:
+                # Ordered after every event already routed to the absorbed person.
+                out.append(
+                    Out(
+                        self.topics.person_touchpoints.name,
+                        change.absorbed_person_id.encode(),
+                        record,
+                        ((CONTROL_HEADER, MERGE_CONTROL),),
+                    )
+                )
+        # The owner's route is an upstream of its own: its events are in order per raw
+        # partition, but behind the fast path's.
+        route = b"owner/" + (upstream or f"{topic}[{partition}]".encode())
+        out.append(self._routed(rec, resolution.person_id, route))
+        return out
