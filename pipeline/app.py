@@ -89,7 +89,12 @@ def create_app(settings: Settings, serde: AvroSerde | None = None) -> faust.App:
             msg = event.message
             headers = dict(msg.headers or ())
             for out in owner.process(
-                event.value, msg.topic, msg.partition, msg.offset, headers.get(UPSTREAM_HEADER)
+                event.value,
+                msg.topic,
+                msg.partition,
+                msg.offset,
+                headers.get(UPSTREAM_HEADER),
+                headers.get(CONTROL_HEADER),
             ):
                 await send(out)
 

@@ -19,6 +19,7 @@ COMMANDS = (
     "generate",
     "query",
     "attribute",
+    "forget",
 )
 
 EPILOG = """\

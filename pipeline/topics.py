@@ -18,8 +18,9 @@ P is ``JOURNEYS_PARTITIONS`` (8 by default): the most workers that can share a s
 
 ``.person-touchpoints`` also carries control messages between journey stages, marked by
 the ``journeys-control`` header (the sink skips them): ``merge`` (an IdentityChange,
-keyed by the absorbed person) and ``handover`` (the absorbed person's journey state as
-JSON, keyed by the survivor).
+keyed by the absorbed person), ``handover`` (the absorbed person's journey state as
+JSON, keyed by the survivor) and ``forget`` (drop a person's state). ``.identity-links``
+carries ``forget`` requests of ``journeys forget`` to the owner the same way.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 CONTROL_HEADER = "journeys-control"
 MERGE_CONTROL = b"merge"
 HANDOVER_CONTROL = b"handover"
+FORGET_CONTROL = b"forget"
 
 
 class TopicError(RuntimeError):

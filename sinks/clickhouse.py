@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+from pipeline.settings import redact_url
+
 log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -27,6 +29,17 @@ class SinkError(RuntimeError):
     """ClickHouse cannot be reached, migrated or written to."""
 
 
+def _scrub(text: str, url: str) -> str:
+    """*text* (a driver's error, say) without the password of *url*, wherever it appears."""
+    try:
+        password = urlparse(url).password
+    except ValueError:
+        password = None
+    for secret in {password, unquote(password)} if password else ():
+        text = text.replace(secret, "***")
+    return text
+
+
 class LockedClient:
     """A clickhouse-connect client shared by threads of one process (chDB is one per process)."""
 
@@ -35,15 +48,26 @@ class LockedClient:
         self.url = url
         self.lock = threading.RLock()
 
-    def command(self, sql: str, settings: dict[str, Any] | None = None) -> Any:
+    def __repr__(self) -> str:
+        return f"LockedClient({redact_url(self.url)!r})"
+
+    def command(
+        self,
+        sql: str,
+        parameters: dict[str, Any] | None = None,
+        settings: dict[str, Any] | None = None,
+    ) -> Any:
         with self.lock:
-            return self.client.command(sql, settings=settings)
+            return self.client.command(sql, parameters=parameters, settings=settings)
 
     def query_rows(
-        self, sql: str, settings: dict[str, Any] | None = None
+        self,
+        sql: str,
+        settings: dict[str, Any] | None = None,
+        parameters: dict[str, Any] | None = None,
     ) -> tuple[list[str], list[Sequence[Any]]]:
         with self.lock:
-            result = self.client.query(sql, settings=settings)
+            result = self.client.query(sql, parameters=parameters, settings=settings)
             return list(result.column_names), list(result.result_rows)
 
     def raw_query(self, sql: str, settings: dict[str, Any] | None = None) -> bytes:
@@ -82,7 +106,9 @@ def connect(url: str, database: str | None = None) -> LockedClient:
         else:
             parsed = urlparse(url)
             if parsed.scheme not in ("http", "https"):
-                raise SinkError(f"JOURNEYS_CLICKHOUSE_URL {url!r}: use chdb://PATH or http(s)://")
+                raise SinkError(
+                    f"JOURNEYS_CLICKHOUSE_URL {redact_url(url)!r}: use chdb://PATH or http(s)://"
+                )
             client = clickhouse_connect.get_client(
                 host=parsed.hostname or "localhost",
                 port=parsed.port or (8443 if parsed.scheme == "https" else 8123),
@@ -94,8 +120,9 @@ def connect(url: str, database: str | None = None) -> LockedClient:
     except SinkError:
         raise
     except Exception as exc:  # noqa: BLE001 - the drivers raise many types
-        safe = re.sub(r"//[^@/]*@", "//***@", url)
-        raise SinkError(f"cannot open ClickHouse at {safe}: {exc}") from exc
+        raise SinkError(
+            f"cannot open ClickHouse at {redact_url(url)}: {_scrub(str(exc), url)}"
+        ) from exc
     return LockedClient(client, url)
 
 
@@ -155,7 +182,9 @@ def migrate(client: LockedClient, database: str) -> list[str]:
             try:
                 client.command(statement)
             except Exception as exc:  # noqa: BLE001 - driver errors vary by transport
-                raise SinkError(f"migration {mig.name} failed: {exc}") from exc
+                raise SinkError(
+                    f"migration {mig.name} failed: {_scrub(str(exc), client.url)}"
+                ) from exc
         client.insert(
             "schema_migrations",
             [(mig.version, mig.name, mig.checksum, datetime.now(UTC))],

@@ -112,6 +112,7 @@ class ClickHouseSink:
         )
         self.stats = SinkStats()
         self.backoff_max_s = 30.0
+        self._forgets: list[dict[str, Any]] = []
 
     def run(
         self, stop: threading.Event, on_batch: Callable[[SinkStats], None] | None = None
@@ -155,8 +156,8 @@ class ClickHouseSink:
         }
         for msg in batch:
             topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
-            if _is_control(msg):
-                continue  # identity-merge bookkeeping between journey stages, not data
+            if _is_control(msg) or msg.value() is None:
+                continue  # bookkeeping between journey stages, or a compaction tombstone
             schema = self.routes[topic]
             try:
                 rec = self.serde.decode(msg.value(), expect=schema)
@@ -168,6 +169,8 @@ class ClickHouseSink:
                 out["dead_letters"].add(DEAD_LETTERS.row(dead, 0, 0, now), topic, partition, offset)
                 continue
             if schema == "IdentityChange":
+                if rec["kind"] == "FORGET":
+                    self._forgets.append(rec)
                 out["identity_merges"].add(
                     IDENTITY_MERGES.row(rec, partition, offset, now), topic, partition, offset
                 )
@@ -193,11 +196,14 @@ class ClickHouseSink:
         }[table]
 
     def _write(self, batch: list[Any], stop: threading.Event) -> None:
+        self._forgets = []
         grouped = self.rows_of(batch)
         for table, pending in grouped.items():
             self._insert_with_retry(table, pending, stop)
             if stop.is_set():
                 return
+        for change in self._forgets:
+            self._erase(change)
         offsets: dict[tuple[str, int], int] = {}
         for msg in batch:
             key = (msg.topic(), msg.partition())
@@ -210,6 +216,38 @@ class ClickHouseSink:
         )
         self.stats.batches += 1
         self.stats.last_commit = time.monotonic()
+
+    def _erase(self, change: dict[str, Any]) -> None:
+        """A ``FORGET`` change: delete the person's rows everywhere (lightweight deletes).
+
+        The person's absorbed persons (from ``identity_merges``) go too, with the dead
+        letters whose redacted payload holds one of its hashed e-mails or phones.
+        Deleting is idempotent, so a redelivered change deletes nothing more.
+        """
+        db, person = self.db, str(change["person_id"])
+        if not person:
+            return
+        _, rows = self.client.query_rows(
+            f"SELECT DISTINCT absorbed_person_id FROM {db}.identity_merges "
+            "WHERE kind = 'MERGE' AND person_id = {p:String}",
+            parameters={"p": person},
+        )
+        persons = [person, *(str(r[0]) for r in rows if r[0])]
+        where = "person_id IN {ps:Array(String)}"
+        for table in ("touchpoints", "journeys", "attribution", "identities"):
+            self.client.command(f"DELETE FROM {db}.{table} WHERE {where}", {"ps": persons})
+        self.client.command(
+            f"DELETE FROM {db}.identity_merges WHERE {where} "
+            "OR absorbed_person_id IN {ps:Array(String)}",
+            {"ps": persons},
+        )
+        for ident in change.get("identifiers") or ():
+            if ident["type"] in ("email_sha256", "phone_sha256"):
+                self.client.command(
+                    f"DELETE FROM {db}.dead_letters WHERE position(payload, {{v:String}}) > 0",
+                    {"v": ident["value"]},
+                )
+        log.info("erased person %s (%d persons with the absorbed ones)", person, len(persons))
 
     def _insert_with_retry(self, table: str, pending: _Pending, stop: threading.Event) -> None:
         delay = 0.2

@@ -23,6 +23,7 @@ and each upstream is in event order, so the owner's extra hop makes nothing late
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -31,7 +32,7 @@ from pipeline.agents.messages import UPSTREAM_HEADER, Out
 from pipeline.core.identity import ChangeKind, IdentityGraph
 from pipeline.core.model import Identifier, to_millis
 from pipeline.serde import AvroSerde, SerdeError
-from pipeline.topics import CONTROL_HEADER, MERGE_CONTROL, Topics
+from pipeline.topics import CONTROL_HEADER, FORGET_CONTROL, MERGE_CONTROL, Topics
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +110,10 @@ class IdentityOwner(_Step):
         partition: int,
         offset: int,
         upstream: bytes | None = None,
+        control: bytes | None = None,
     ) -> list[Out]:
+        if control == FORGET_CONTROL:
+            return self.forget(value)
         rec, dead = self._decode(value, topic, partition, offset)
         if rec is None:
             return dead
@@ -134,4 +138,51 @@ class IdentityOwner(_Step):
         # partition, but behind the fast path's.
         route = b"owner/" + (upstream or f"{topic}[{partition}]".encode())
         out.append(self._routed(rec, resolution.person_id, route))
+        return out
+
+    def forget(self, value: bytes) -> list[Out]:
+        """A ``journeys forget`` request: ``{"person_id": ...}`` or ``{"identifier":
+        {"type": ..., "value": ...}}`` (e-mails and phones already hashed).
+
+        Erases the person from the graph, publishes the changes (the sink deletes the
+        person's rows on ``FORGET``), then a tombstone for the person's key on the
+        compacted identity-changes topic, and tells the journey stage to drop its state.
+        """
+        try:
+            request = json.loads(value)
+            ident = request.get("identifier")
+            person = (
+                self.graph.person_of(Identifier(str(ident["type"]), str(ident["value"])))
+                if ident
+                else request.get("person_id")
+            )
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            log.warning("forget request ignored: %s", exc)
+            return []
+        if not person:
+            log.info("forget request: no person known for it")
+            return []
+        changes: list[Any] = []
+        if not self.graph.forget(str(person), changes=changes):
+            log.info("forget request: person %s is not in the identity graph", person)
+            return []
+        out: list[Out] = []
+        for change in changes:
+            key = change.person_id.encode()
+            out.append(
+                Out(self.topics.identity_changes.name, key, self._encode_change(change.to_record()))
+            )
+        forgotten = changes[-1].person_id.encode()
+        out.append(Out(self.topics.identity_changes.name, forgotten, None))
+        out.append(
+            Out(
+                self.topics.person_touchpoints.name,
+                forgotten,
+                forgotten,
+                ((CONTROL_HEADER, FORGET_CONTROL),),
+            )
+        )
+        log.info(
+            "forgot person %s (%d identifiers)", forgotten.decode(), len(changes[-1].identifiers)
+        )
         return out

@@ -41,7 +41,13 @@ from pipeline.core.journeys import ClosedJourney, JourneyBuilder, JourneyRules, 
 from pipeline.core.model import Touchpoint, to_millis
 from pipeline.core.paths import PathRow, PathStats
 from pipeline.serde import AvroSerde, SerdeError
-from pipeline.topics import CONTROL_HEADER, HANDOVER_CONTROL, MERGE_CONTROL, Topics
+from pipeline.topics import (
+    CONTROL_HEADER,
+    FORGET_CONTROL,
+    HANDOVER_CONTROL,
+    MERGE_CONTROL,
+    Topics,
+)
 
 log = logging.getLogger(__name__)
 
@@ -212,6 +218,8 @@ class JourneyStep:
                 return self._hand_over(self.serde.decode(value, expect="IdentityChange"))
             if control == HANDOVER_CONTROL:
                 return self._take_over(json.loads(value), partition)
+            if control == FORGET_CONTROL:
+                return self._forget(value)
         except (SerdeError, ValueError, KeyError, TypeError) as exc:
             return [self._dead(f"{control!r} control: {exc}", value, topic, partition, offset)]
         return [self._dead(f"unknown control {control!r}", value, topic, partition, offset)]
@@ -254,6 +262,14 @@ class JourneyStep:
         merged, closed = self.builder.merge(mine, absorbed)
         self._store(survivor, merged, partition)
         return self.emit(closed)
+
+    def _forget(self, value: bytes) -> list[Out]:
+        """``journeys forget``: drop the state of the person the message names."""
+        person = value.decode("utf-8")
+        if person and person in self.states:
+            del self.states[person]
+            log.info("journey state of forgotten person %s dropped", person)
+        return []
 
     def _store(self, person: str, state: JourneyState, partition: int) -> None:
         if state.is_empty():

@@ -12,9 +12,9 @@ UPSTREAM_HEADER = "journeys-upstream"
 
 
 class Out(NamedTuple):
-    """One message for the app to send: topic, key, value and headers."""
+    """One message for the app to send: topic, key, value (None: a tombstone), headers."""
 
     topic: str
     key: bytes
-    value: bytes
+    value: bytes | None
     headers: tuple[tuple[str, bytes], ...] = ()

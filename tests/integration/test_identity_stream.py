@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -231,6 +232,45 @@ def test_a_late_login_stitches_three_channels_and_reattributes_once(
         )
         assert sorted(e for _r, e in refusals) == sorted([kiosk[1].event_id, kiosk[2].event_id])
         assert {r for r, _e in refusals} == {"limit:user_id"}
+
+        # journeys forget --email: the request the command sends, then nothing is left.
+        from confluent_kafka import Producer
+
+        from pipeline.commands.forget import TABLES
+        from pipeline.topics import CONTROL_HEADER, FORGET_CONTROL, Topics
+
+        absorbed = [a for _p, a in merges]
+        ids = "[" + ",".join(f"'{p}'" for p in [person, *absorbed]) + "]"
+        left = " + ".join(
+            f"(SELECT count() FROM {db}.{table} WHERE has({ids}, {column}))"
+            for table, column in TABLES
+        )
+        assert int(rows(service, f"SELECT {left}")[0][0]) > 0  # type: ignore[call-overload]
+        producer = Producer(cfg.kafka_config())
+        request = {"identifier": {"type": "email_sha256", "value": EMAIL}}
+        producer.produce(
+            Topics.from_settings(cfg).identity_links.name,
+            key=b"owner",
+            value=json.dumps(request).encode(),
+            headers=[(CONTROL_HEADER, FORGET_CONTROL)],
+        )
+        assert producer.flush(15) == 0
+        wait_for(
+            lambda: int(rows(service, f"SELECT {left}")[0][0]) == 0,  # type: ignore[call-overload]
+            60,
+            "the forgotten person's rows to be deleted",
+            worker,
+        )
+        assert not rows(
+            service,
+            f"SELECT 1 FROM {db}.identities WHERE identifier_value IN ('u-jane', '{EMAIL}')",
+        )
+        # the kiosk customers are untouched
+        assert rows(
+            service,
+            f"SELECT uniqExact(person_id) FROM {db}.identities FINAL "
+            "WHERE identifier_value LIKE 'kiosk-customer-%'",
+        ) == [(3,)]
     finally:
         stop_process(worker)
         service.stop()
