@@ -119,6 +119,7 @@ class JourneyStep:
         self.deadlines = _Deadlines()
         self.idle_after_s = idle_after_s
         self._last_seen: dict[int, dict[str, float]] = {}
+        self._deadlines_loaded: set[int] = set()
         self._encode_tp = serde.encoder("Touchpoint")
         self._encode_journey = serde.encoder("Journey")
         self._encode_path = serde.encoder("ClosedPath")
@@ -188,6 +189,8 @@ class JourneyStep:
                     headers,
                 )
             ]
+        if partition not in self._deadlines_loaded:
+            self._load_deadlines(partition)
         source = upstream.decode("utf-8", "replace") if upstream else "-"
         watermark = self._watermark(partition, to_millis(tp.occurred_at), source)
         raw_state = self.states.get(tp.person_id)
@@ -207,6 +210,29 @@ class JourneyStep:
             self._store(person, expired_state, partition)
         out.extend(self.emit(closed))
         return out
+
+    def _load_deadlines(self, partition: int) -> None:
+        """After a (re)start: the expiry deadlines of the states already in the table.
+
+        The heap lives in memory; without this, a person idle since before a restart
+        would only expire at their next event. Persons of other partitions may be
+        pushed too: the table reads of :meth:`process` only see the current
+        partition's states, so :meth:`_Deadlines.due` finds nothing for them.
+        """
+        self._deadlines_loaded.add(partition)
+        loaded = 0
+        for person, raw in list(self.states.items()):
+            if not raw or str(person).startswith("__"):
+                continue
+            try:
+                state = JourneyState.from_dict(raw)
+            except (KeyError, TypeError, ValueError) as exc:
+                log.warning("journey state of %s unreadable: %s", person, exc)
+                continue
+            self.deadlines.push(partition, self.builder.next_deadline_ms(state), str(person))
+            loaded += 1
+        if loaded:
+            log.info("partition %d: %d journey deadlines loaded from the table", partition, loaded)
 
     # -- identity merges -----------------------------------------------------------------
 

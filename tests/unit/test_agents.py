@@ -193,3 +193,15 @@ def test_forget_erases_the_person_from_graph_and_journey_state(serde: AvroSerde)
     p.control(p.topics.identity_links.name, b'{"person_id": "nobody"}', FORGET_CONTROL)
     p.control(p.topics.identity_links.name, b"not json", FORGET_CONTROL)
     assert [m for m in p.sent if m.value is None] == tombstones
+
+
+def test_idle_persons_still_expire_after_a_restart(serde: AvroSerde) -> None:
+    p = Pipeline(serde)
+    p.publish(tp("v1", T0, "page_view", "organic_search", ("anonymous_id", "idle")))
+    p.publish(tp("v2", T0 + timedelta(hours=2), "page_view", "direct", ("anonymous_id", "o")))
+    assert not [j for j in p.on(p.topics.journeys.name, "Journey")]
+    # a new process: same tables, empty memory
+    p.journeys = JourneyStep(serde, p.topics, p.states, SnapshotCache({}))
+    p.publish(tp("v3", T0 + timedelta(days=45), "page_view", "direct", ("anonymous_id", "o2")))
+    nulls = [j for j in p.on(p.topics.journeys.name, "Journey") if not j["converted"]]
+    assert sorted(j["path"] for j in nulls) == [["direct"], ["organic_search"]]
