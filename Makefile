@@ -80,14 +80,17 @@ replay-sample: generate ## generate the sample logs and replay them (needs `make
 query: $(STAMP) ## run SQL: make query SQL="SELECT ..."
 	$(BIN)/journeys query "$(SQL)"
 
-up: ## production-like stack in Docker (Kafka KRaft, Schema Registry, ClickHouse)
-	docker compose up -d --wait
+COMPOSE ?= docker compose
 
-down: ## stop the Docker stack
-	docker compose down
+up: ## production-like stack in Docker: Kafka (KRaft), Schema Registry, ClickHouse, Journeys
+	$(COMPOSE) up -d --build --wait --wait-timeout 300
+	@echo "Kafka localhost:9094  Schema Registry http://localhost:8081  ClickHouse http://localhost:8123  collector http://localhost:8088"
 
-logs: ## follow the Docker stack's logs
-	docker compose logs -f
+down: ## stop the Docker stack (the data stays in its volumes; `docker compose down -v` erases it)
+	$(COMPOSE) down
+
+logs: ## follow the Docker stack's logs (make logs SERVICE=worker for one service)
+	$(COMPOSE) logs -f --tail=200 $(SERVICE)
 
 clean: ## remove local state (var/) and caches, keep .venv
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache .hypothesis

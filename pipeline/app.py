@@ -31,6 +31,7 @@ def create_app(settings: Settings, serde: AvroSerde | None = None) -> faust.App:
     app = faust.App(
         settings.worker_id,
         broker=_broker_url(settings.kafka_bootstrap),
+        broker_credentials=settings.faust_credentials(),
         store="rocksdb://",
         datadir=str(settings.data_dir),
         topic_partitions=settings.partitions,
