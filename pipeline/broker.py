@@ -16,6 +16,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -49,14 +50,21 @@ def free_port() -> int:
         return port
 
 
-def kafka_answers(bootstrap: str, timeout: float = 3.0) -> bool:
-    """True when a Kafka-protocol broker answers a metadata request on *bootstrap*."""
+def kafka_answers(
+    bootstrap: str, timeout: float = 3.0, client_config: dict[str, Any] | None = None
+) -> bool:
+    """True when a Kafka-protocol broker answers a metadata request on *bootstrap*.
+
+    *client_config* (``Settings.kafka_config()``) carries the security settings, so a
+    TLS or SASL cluster answers too.
+    """
     from confluent_kafka.admin import AdminClient
 
-    host, port = split_hostport(bootstrap)
+    host, port = split_hostport(bootstrap.split(",", maxsplit=1)[0].strip())
     if not port_open(host, port):
         return False
-    admin = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 2000})
+    conf = {**(client_config or {}), "bootstrap.servers": bootstrap, "socket.timeout.ms": 2000}
+    admin = AdminClient(conf)
     try:
         admin.list_topics(timeout=timeout)
     except Exception:  # noqa: BLE001 - KafkaException or anything else: "does not answer"

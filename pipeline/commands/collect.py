@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
         return fail(f"invalid collector settings: {exc}", 2)
     if not config.write_keys:
         return fail("JOURNEYS_WRITE_KEYS is empty: no client could authenticate", 2)
-    if not kafka_answers(cfg.kafka_bootstrap):
+    if not kafka_answers(cfg.kafka_bootstrap, client_config=cfg.kafka_config()):
         return fail(
             f"no Kafka broker answers on {cfg.kafka_bootstrap}; start `journeys run` "
             "(or `journeys broker`) first"

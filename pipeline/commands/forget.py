@@ -128,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
         persons = _persons(db, request)
         before = _counts(db, persons)
     except Exception as exc:  # noqa: BLE001 - engine errors: show them, do not trace back
-        return fail(f"cannot read ClickHouse at {cfg.clickhouse_url}: {exc}")
+        return fail(f"cannot read ClickHouse at {cfg.clickhouse_url_redacted}: {exc}")
     producer = Producer({**cfg.kafka_config(), "acks": "all"})
     producer.produce(
         Topics.from_settings(cfg).identity_links.name,

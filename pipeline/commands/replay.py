@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         paths = expand_paths(args.paths)
     except ConnectorError as exc:
         return fail(str(exc), 2)
-    if not kafka_answers(cfg.kafka_bootstrap):
+    if not kafka_answers(cfg.kafka_bootstrap, client_config=cfg.kafka_config()):
         return fail(
             f"no Kafka broker answers on {cfg.kafka_bootstrap}; start `journeys run` "
             "(or `journeys broker`) first"

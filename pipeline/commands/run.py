@@ -69,7 +69,7 @@ def run(_args: argparse.Namespace) -> int:
             assert isinstance(service, SinkService)
             console.print(
                 f"[bold green]Journeys is running[/]: Kafka {cfg.kafka_bootstrap}, "
-                f"ClickHouse {cfg.clickhouse_url}. Ctrl-C stops everything.\n"
+                f"ClickHouse {cfg.clickhouse_url_redacted}. Ctrl-C stops everything.\n"
                 "  collect: http://127.0.0.1:8088/v1/track (write key dev), /webhooks/...\n"
                 "  replay:  journeys replay var/sample/segment.jsonl --source segment\n"
                 '  query:   journeys query "SELECT channel, count() FROM journeys.touchpoints '

@@ -25,7 +25,7 @@ def run(_args: argparse.Namespace) -> int:
     from sinks.clickhouse import SinkError
 
     cfg = settings()
-    if not kafka_answers(cfg.kafka_bootstrap):
+    if not kafka_answers(cfg.kafka_bootstrap, client_config=cfg.kafka_config()):
         return fail(f"no Kafka broker answers on {cfg.kafka_bootstrap}")
     ensure_topics(cfg)
     try:
@@ -34,7 +34,7 @@ def run(_args: argparse.Namespace) -> int:
         return fail(str(exc))
     with stop_on_signals() as stop:
         service.start()
-        console.print(f"sink running into {cfg.clickhouse_url}; Ctrl-C stops it")
+        console.print(f"sink running into {cfg.clickhouse_url_redacted}; Ctrl-C stops it")
         while not stop.wait(1.0):
             if service.error is not None:
                 break

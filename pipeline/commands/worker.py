@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.topics import ensure_topics
 
     cfg = settings()
-    if not kafka_answers(cfg.kafka_bootstrap):
+    if not kafka_answers(cfg.kafka_bootstrap, client_config=cfg.kafka_config()):
         return fail(
             f"no Kafka broker answers on {cfg.kafka_bootstrap}; start one with `journeys broker` "
             "or use `journeys run`"
