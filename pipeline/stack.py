@@ -37,8 +37,12 @@ class SinkService:
         self.stop_event = threading.Event()
         self.thread = threading.Thread(target=self._run, name="clickhouse-sink", daemon=True)
         self.server: QueryServer | None = None
+        self.reader: LockedClient | None = None
         if serve_queries and settings.clickhouse_url.startswith("chdb://"):
-            self.server = QueryServer(self.client, settings.clickhouse_url)
+            # A client of its own: chDB keeps settings per client handle, and the
+            # read-only setting of analysts' queries must not stick to the sink's.
+            self.reader = connect(settings.clickhouse_url, settings.clickhouse_database)
+            self.server = QueryServer(self.reader, settings.clickhouse_url)
         self.error: BaseException | None = None
 
     def _run(self) -> None:
@@ -62,6 +66,8 @@ class SinkService:
         self.thread.join(timeout=30)
         if self.server is not None:
             self.server.stop()
+        if self.reader is not None:
+            self.reader.close()
         self.client.close()
 
 

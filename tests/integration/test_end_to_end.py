@@ -16,6 +16,7 @@ from connectors.replay import ReplayStats, replay_files
 from pipeline.settings import Settings
 from pipeline.stack import SinkService, spawn, stop_process
 from pipeline.topics import ensure_topics
+from sinks.clickhouse import SinkError
 from tests.conftest import settings_env
 
 # Persons are counted on the current identity mapping: a touchpoint keeps the person it
@@ -125,6 +126,46 @@ def test_replay_lands_in_clickhouse_and_a_second_replay_changes_no_total(
         assert {r[0] for r in service.query(JOURNEY_ERRORS.format(db=db))[1]} <= {"late_event"}
         identities = scalar(service, f"SELECT count() FROM {db}.identities FINAL")
         assert identities > 0
+    finally:
+        stop_process(worker)
+        service.stop()
+
+
+@pytest.mark.timeout(120)
+def test_analyst_queries_while_running_leave_the_sink_writable(
+    stack_settings: Settings, tmp_path: Path
+) -> None:
+    """`journeys query` during `journeys run` goes to the owner's read-only endpoint; the
+    read-only setting must not stick to the sink's own connection (chDB keeps settings
+    per client handle)."""
+    from sinks.query_server import find_owner, remote_query
+
+    cfg = stack_settings
+    db = cfg.clickhouse_database
+    gen = generate(tmp_path / "s", people=10, days=3, seed=5, malformed_share=0.0)
+    ensure_topics(cfg)
+    service = SinkService(cfg).start()
+    worker = spawn(["worker"], env=settings_env(cfg))
+    try:
+        port = find_owner(cfg.clickhouse_url)
+        assert port is None  # this process is the owner: find_owner skips itself
+        assert service.server is not None
+        port = service.server.port
+        assert remote_query(port, f"SELECT count() FROM {db}.touchpoints FORMAT TSV") == b"0\n"
+        with pytest.raises(SinkError, match="readonly"):
+            remote_query(port, f"DROP TABLE {db}.touchpoints")
+        stats = replay(cfg, service, tmp_path / "s" / "segment.jsonl")
+        assert stats.touchpoints == gen.messages
+        wait_for(
+            lambda: (
+                remote_query(port, f"SELECT count() FROM {db}.touchpoints FORMAT TSV")
+                == f"{gen.messages}\n".encode()
+            ),
+            90,
+            "the touchpoints, read through the query endpoint",
+            worker,
+        )
+        assert service.sink.stats.retries == 0
     finally:
         stop_process(worker)
         service.stop()
