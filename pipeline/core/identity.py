@@ -722,10 +722,11 @@ class IdentityGraph:
                     replay = True
                     break
         region_info = self._region(op, seeds) if replay else None
+        others: list[tuple[OrderKey, str, _Refusal]] = []
         if region_info is not None:
             region, shapes, persons = region_info
             old_recs = {p: self._person_record(op, p) for p in sorted(persons)}
-            scratch, last_of = self._rederive(region, shapes, ctx)
+            scratch, last_of = self._rederive(region, shapes, ctx, others)
         else:
             scratch, last_of, region = self._incremental(op, old_recs, usable, flipped, order, ctx)
         pid_of = self._commit(op, scratch, region, old_recs, last_of, ctx, changes)
@@ -742,6 +743,21 @@ class IdentityGraph:
                     tuple(_to_identifier(k) for k in refusal.keys),
                     refusal.rule,
                     event_id,
+                )
+            )
+        # A re-derivation in event-time order may refuse links that arrived earlier
+        # and were accepted then: their refusals are recorded too, under their own
+        # event, so every refused link has an audit row whatever the arrival order.
+        for (other_ms, other_event), anchor, refusal in others:
+            changes.append(
+                IdentityChange(
+                    ChangeKind.REFUSED,
+                    from_millis(other_ms),
+                    pid_of[anchor],
+                    pid_of[refusal.rep],
+                    tuple(_to_identifier(k) for k in refusal.keys),
+                    refusal.rule,
+                    other_event,
                 )
             )
         if len(usable) >= 2:
@@ -875,9 +891,16 @@ class IdentityGraph:
                     _bump(last_of, scratch.group_of[key], order)
         return scratch, last_of, set(scratch.group_of)
 
-    def _step(self, scratch: _Scratch, link: Sequence[str], ctx: _Context | None) -> None:
+    def _step(
+        self,
+        scratch: _Scratch,
+        link: Sequence[str],
+        ctx: _Context | None,
+        others: list[tuple[str, _Refusal]] | None = None,
+    ) -> None:
         """Link one identifier set: merge every group into the anchor's group in
-        priority order, refusing a group that would break a limit."""
+        priority order, refusing a group that would break a limit. Refusals go to
+        *ctx* (the event's own link) or, with the anchor, to *others*."""
         order: list[_Group] = []
         event_keys: dict[int, list[str]] = {}
         for key in link:
@@ -894,12 +917,14 @@ class IdentityGraph:
             broken = self._violation(acc, group)
             if broken is None:
                 acc = scratch.union(acc, group)
-            elif ctx is not None:
+            elif ctx is not None or others is not None:
                 keys = event_keys[id(group)]
                 refusals.append(_Refusal(keys[0], f"limit:{broken}", keys))
         if ctx is not None:
             ctx.acc_rep = link[0]
             ctx.refusals = refusals
+        elif others is not None:
+            others.extend((link[0], refusal) for refusal in refusals)
 
     def _violation(self, a: _Group, b: _Group) -> str | None:
         worst: tuple[int, str] | None = None
@@ -948,10 +973,15 @@ class IdentityGraph:
         return region, shapes, persons
 
     def _rederive(
-        self, region: set[str], shapes: Mapping[str, Any], ctx: _Context | None
+        self,
+        region: set[str],
+        shapes: Mapping[str, Any],
+        ctx: _Context | None,
+        others: list[tuple[OrderKey, str, _Refusal]] | None = None,
     ) -> tuple[_Scratch, dict[int, OrderKey]]:
         """Re-derive a component from scratch: its distinct links, each at its
-        earliest event, processed in ``(at_ms, event_id)`` order."""
+        earliest event, processed in ``(at_ms, event_id)`` order. The refusals of
+        links other than the event's own go to *others* with their event's order."""
         edges: dict[tuple[str, ...], OrderKey] = {}
         for shape in shapes.values():
             link = tuple(shape[2])
@@ -963,8 +993,15 @@ class IdentityGraph:
                 edges[link] = key
         scratch = _Scratch(self._limits)
         target = tuple(ctx.link) if ctx is not None else None
-        for link, _key in sorted(edges.items(), key=lambda item: (item[1], item[0])):
-            self._step(scratch, link, ctx if link == target else None)
+        for link, key in sorted(edges.items(), key=lambda item: (item[1], item[0])):
+            if link == target:
+                self._step(scratch, link, ctx)
+            elif others is not None:
+                found: list[tuple[str, _Refusal]] = []
+                self._step(scratch, link, None, found)
+                others.extend((key, anchor, refusal) for anchor, refusal in found)
+            else:
+                self._step(scratch, link, None)
         for ident in sorted(region):
             if ident not in scratch.group_of:
                 scratch.add((ident,))

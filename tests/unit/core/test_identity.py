@@ -157,6 +157,23 @@ def test_kiosk_used_by_three_customers_keeps_three_persons_and_audits_refusals()
     assert graph.resolve(ids("device_id:kiosk-7", "user_id:u1"), "k7", 7_000).changes == []
 
 
+@pytest.mark.parametrize("order", list(itertools.permutations(range(3))))
+def test_every_refused_kiosk_link_is_audited_whatever_the_arrival_order(
+    order: tuple[int, ...],
+) -> None:
+    events = [
+        (ids("device_id:kiosk-7", "user_id:u1"), "k1", 1_000),
+        (ids("device_id:kiosk-7", "user_id:u2"), "k2", 2_000),
+        (ids("device_id:kiosk-7", "user_id:u3"), "k3", 3_000),
+    ]
+    graph = IdentityGraph()
+    changes = [c for r in run(graph, [events[i] for i in order]) for c in r.changes]
+    refused = {c.event_id for c in kinds(changes, ChangeKind.REFUSED)}
+    # In event-time order the kiosk stays with u1, so k2 and k3 are the refused links.
+    assert {"k2", "k3"} <= refused
+    assert {c.rule for c in kinds(changes, ChangeKind.REFUSED)} == {"limit:user_id"}
+
+
 def test_two_user_ids_never_merge() -> None:
     graph = IdentityGraph()
     first = graph.resolve(ids("user_id:u1", "anonymous_id:a1"), "e1", 1_000)
@@ -545,3 +562,52 @@ def test_pairwise_precision_recall_matches_brute_force(
         true_pos / real_pos if real_pos else 1.0,
     )
     assert pairwise_precision_recall(predicted, truth) == pytest.approx(expected)
+
+
+@settings(max_examples=60, deadline=None)
+@given(raw=raw_events, rules=rules_strategy, data=st.data())
+def test_persons_only_join_identifiers_that_events_connect(
+    raw: list[tuple[list[str], int]], rules: IdentityRules, data: st.DataObject
+) -> None:
+    """No link without evidence: every person lies inside one connected component of
+    the events' identifier sets (stitching may split a component, never join two)."""
+    events = as_events(raw)
+    graph = IdentityGraph(rules)
+    run(graph, data.draw(st.permutations(events)))
+    parent: dict[str, str] = {}
+
+    def find(key: str) -> str:
+        while parent.get(key, key) != key:
+            key = parent[key]
+        return key
+
+    for keys, _at in raw:
+        for other in keys[1:]:
+            parent[find(other)] = find(keys[0])
+    for members in persons_of(graph):
+        assert len({find(key) for key in members}) == 1, sorted(members)
+
+
+@settings(max_examples=60, deadline=None)
+@given(raw=raw_events, rules=rules_strategy, data=st.data())
+def test_super_nodes_end_in_a_person_of_their_own(
+    raw: list[tuple[list[str], int]], rules: IdentityRules, data: st.DataObject
+) -> None:
+    """A guarded identifier seen beside more than ``super_node_threshold`` values of one
+    limited type (a kiosk) never shares a person, whatever the arrival order."""
+    graph = IdentityGraph(rules)
+    run(graph, data.draw(st.permutations(as_events(raw))))
+    seen_with: dict[str, dict[str, set[str]]] = {}
+    for keys, _at in raw:
+        for key in keys:
+            if key.partition(":")[0] not in rules.super_node_types:
+                continue
+            for other in keys:
+                type_ = other.partition(":")[0]
+                if other != key and rules.limit(type_) is not None:
+                    seen_with.setdefault(key, {}).setdefault(type_, set()).add(other)
+    partition = graph.partition()
+    for key, by_type in seen_with.items():
+        if any(len(values) > rules.super_node_threshold for values in by_type.values()):
+            person = partition[key]
+            assert [k for k, p in partition.items() if p == person] == [key]
