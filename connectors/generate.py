@@ -2,9 +2,10 @@
 
 Deterministic for a given seed. Writes, into the output folder:
 
-* ``segment.jsonl``: Segment Spec page/track/identify calls of web and app visitors,
-  with UTM campaigns, click ids and referrers for every acquisition channel, logins that
-  link anonymous ids to user ids, purchases (``Order Completed``) with revenue, and a
+* ``segment.jsonl``: Segment Spec page/track/identify/screen calls of web and app
+  visitors, with UTM campaigns, click ids and referrers for every acquisition channel,
+  logins and sign-up forms that link anonymous ids to user ids, e-mails and phones,
+  purchases (``Order Completed``) with revenue, in-store kiosk sessions, bots, and a
   small share of malformed lines (they must end as dead letters);
 * ``sendgrid.jsonl``: SendGrid Event Webhook events (one per line) of campaign e-mails:
   processed, delivered, opens, and clicks on the campaign URL with its UTMs;
@@ -15,15 +16,39 @@ Deterministic for a given seed. Writes, into the output folder:
 * ``pos.csv``: store transactions (purchases, returns, loyalty visits);
 * ``ads.csv``: ad clicks in the ad-click export layout;
 * ``interactions.jsonl``: chats and calls;
-* ``ground_truth.csv``: the true person of every identifier (``identifier_type,
-  identifier_value,person``, with e-mails and phones hashed as the connectors hash
-  them), for evaluating identity stitching;
+* ``ground_truth.csv``: the true owner of every identifier that occurs in the files
+  (``identifier_type,identifier_value,person``, e-mails and phones hashed as the
+  connectors hash them), for evaluating identity stitching;
+* ``events_truth.csv``: the true owner of every source event
+  (``source,source_event_id,person``, with the ``source_event_id`` each connector
+  derives);
 * ``manifest.json``: what was written and how many records of each kind.
 
+Identity realism (``journeys evaluate`` scores stitching against the two truth files):
+
+* Every customer's identifiers are linked by at least one event of their own: the
+  first session on each device is a login or a sign-up form (an ``identify`` with the
+  e-mail, and the phone of SMS subscribers); a loyalty card is enrolled at the till
+  with the e-mail. Anonymous visitors who never identify are entities of their own
+  (``visitor-NNNN``), so the truth holds nothing that no event could link.
+* Family tablets: a web browser shared by two customers of a household who both log
+  in. Store kiosks: one ``device_id`` per store, on which several customers log in
+  (each session with a fresh anonymous id). An identifier used by several people
+  belongs to none of them: its owner is the household or the store
+  (``household-NNNN``, ``kiosk-<store>``), so a stitcher scores best when it keeps
+  them apart from every customer.
+* Typos: an e-mail mistyped at the till (with the loyalty card) or at checkout (with
+  the Shopify customer id) is a separate ``email_sha256`` that truly belongs to the
+  customer: ground truth lists it under the customer.
+* Junk: blocklisted values (``"null"``, ``"undefined"``, ``"0"``, ``test@test.com``,
+  ``(555) 555-5555``) in some records. They belong to nobody and are not in
+  ``ground_truth.csv``; the events that carry them are still their customer's.
+* Bots: anonymous ids with hundreds of page views and no identity (``bot-NNNN``).
+
 Every file has a share of malformed records (``malformed_share``, at least one per file
-when it is above zero) that must end as dead letters. The Segment file uses the main
-random stream and the other files a second one, so adding channels leaves
-``segment.jsonl`` unchanged for a given seed.
+when it is above zero) that must end as dead letters. Ground truth covers them too.
+The Segment file uses the main random stream, the customers' profiles (phones,
+loyalty cards, households) a second one and the other files a third one.
 """
 
 from __future__ import annotations
@@ -89,6 +114,8 @@ class GenStats:
     #: records written per file name (CSV: data rows), and the malformed ones among them
     files: dict[str, int] = field(default_factory=dict)
     malformed_by_file: dict[str, int] = field(default_factory=dict)
+    #: the identity realism: households, kiosks, typos, junk values, bots, visitors
+    identity: dict[str, int] = field(default_factory=dict)
 
 
 def _pick(rng: random.Random) -> tuple[str, dict[str, str] | None, str, str | None]:
@@ -105,6 +132,78 @@ def _ts(at: datetime) -> str:
     return at.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+# ---- ground truth --------------------------------------------------------------------
+
+
+@dataclass
+class _Truth:
+    """The true owner of every identifier written, and of every source event."""
+
+    identifiers: dict[tuple[str, str], str] = field(default_factory=dict)
+    events: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def add(self, type_: str, value: str, owner: str) -> None:
+        """Record an identifier's owner; the first owner recorded stays."""
+        self.identifiers.setdefault((type_, value), owner)
+
+    def email(self, email: str, owner: str) -> None:
+        self.add("email_sha256", hash_email(email), owner)
+
+    def phone(self, phone: str, owner: str) -> None:
+        self.add("phone_sha256", hash_phone(phone), owner)
+
+
+#: Blocklisted values (pipeline.core.identity.DEFAULT_BLOCKLIST) that real feeds carry.
+JUNK_IDS = ("null", "undefined", "0")
+JUNK_EMAIL = "test@test.com"
+JUNK_PHONE = "(555) 555-5555"
+BOT_AGENTS = (
+    "Mozilla/5.0 (compatible; AhrefsBot/7.0; +http://ahrefs.com/robot/)",
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 HeadlessChrome/120.0 Safari/537.36",
+    "python-requests/2.31.0",
+)
+TABLET_AGENT = "Mozilla/5.0 (iPad; CPU OS 17_0 like Mac OS X) Safari/604.1"
+
+
+@dataclass
+class _Device:
+    anon: str
+    is_app: bool
+    owner: str  # the person, or the household of a shared tablet
+
+
+@dataclass
+class _Person:
+    n: int
+    person: str
+    email: str
+    user_id: str | None
+    devices: list[_Device]
+    phone: str | None = None  # E.164
+    loyalty_id: str | None = None
+    shopify_id: int | None = None
+    #: anonymous ids seen in segment.jsonl (the other channels reuse only these)
+    anon_ids: list[str] = field(default_factory=list)
+
+
+def _typo(rng: random.Random, email: str) -> str:
+    """*email* as a clerk or shopper mistypes it: another valid, different address."""
+    local, _, domain = email.partition("@")
+    kind = rng.randrange(3)
+    if kind == 0:  # a doubled letter in the local part
+        i = rng.randrange(len(local))
+        local = local[: i + 1] + local[i:]
+    elif kind == 1:  # a dropped character in the local part
+        i = rng.randrange(1, len(local))
+        local = local[:i] + local[i + 1 :]
+    else:  # two letters of the domain swapped
+        name, _, tld = domain.partition(".")
+        i = rng.randrange(len(name) - 1)
+        domain = f"{name[:i]}{name[i + 1]}{name[i]}{name[i + 2 :]}.{tld}"
+    typo = f"{local}@{domain}"
+    return typo if typo != email else f"{local}{local[-1]}@{domain}"
+
+
 def generate(
     out: Path,
     people: int = 200,
@@ -115,12 +214,12 @@ def generate(
 ) -> GenStats:
     """Write the synthetic logs for *people* over *days* ending at *end* into *out*."""
     rng = random.Random(seed)
+    profiles = random.Random(f"journeys-profiles:{seed}")
     end = end or datetime(2026, 11, 1, tzinfo=UTC)
     start = end - timedelta(days=days)
     out.mkdir(parents=True, exist_ok=True)
     stats = GenStats(people=people)
-    messages: list[tuple[datetime, dict[str, Any]]] = []
-    truth: list[tuple[str, str, str]] = []
+    truth = _Truth()
     ns = uuid.UUID(int=seed)
     population: list[_Person] = []
     for n in range(people):
@@ -128,101 +227,33 @@ def generate(
         user_id = f"u{rng.randrange(10**8):08d}" if rng.random() < 0.6 else None
         email = f"customer{n}.{rng.randrange(1000)}@example.net"
         devices = [
-            (str(uuid.uuid5(ns, f"{person}:anon:{d}")), d == 1)
+            _Device(str(uuid.uuid5(ns, f"{person}:anon:{d}")), d == 1, person)
             for d in range(rng.choice((1, 1, 2)))
         ]
-        population.append(_Person(n, person, email, user_id, [d for d, _ in devices]))
-        for anon, _ in devices:
-            truth.append(("anonymous_id", anon, person))
-        if user_id:
-            truth.append(("user_id", user_id, person))
-            truth.append(("email_sha256", hash_email(email), person))
-        at = start + timedelta(seconds=rng.uniform(0, days * 86400 * 0.8))
-        for _session in range(rng.randint(1, 5)):
-            if at >= end:
-                break
-            anon, is_app = rng.choice(devices)
-            channel, campaign, query, referrer = _pick(rng)
-            stats.by_channel[channel] = stats.by_channel.get(channel, 0) + 1
-            logged_in = user_id is not None and rng.random() < 0.5
-            base: dict[str, Any] = {"anonymousId": anon}
-            if logged_in:
-                base["userId"] = user_id
-            context: dict[str, Any] = {
-                "library": {"name": "analytics.js", "version": "4.1.0"},
-                "userAgent": "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) Mobile"
-                if is_app or rng.random() < 0.5
-                else "Mozilla/5.0 (Windows NT 10.0; Win64; x64) Chrome/120.0",
-            }
-            if campaign:
-                context["campaign"] = campaign
-            for i in range(rng.randint(1, 4)):
-                path = rng.choice(PAGES)
-                page = {"path": path, "url": f"{SITE}{path}{query if i == 0 else ''}"}
-                if i == 0 and referrer:
-                    page["referrer"] = referrer
-                elif i > 0:
-                    page["referrer"] = f"{SITE}/"
-                messages.append(
-                    (
-                        at,
-                        {
-                            **base,
-                            "type": "page",
-                            "messageId": str(uuid.uuid5(ns, f"{person}:{at.timestamp()}:{i}")),
-                            "timestamp": _ts(at),
-                            "name": path,
-                            "properties": {"path": path, "url": page["url"]},
-                            "context": {**context, "page": page},
-                        },
-                    )
-                )
-                at += timedelta(seconds=rng.uniform(10, 300))
-            if logged_in and rng.random() < 0.4:
-                messages.append(
-                    (
-                        at,
-                        {
-                            **base,
-                            "type": "identify",
-                            "messageId": str(uuid.uuid5(ns, f"{person}:id:{at.timestamp()}")),
-                            "timestamp": _ts(at),
-                            "traits": {"email": email, "plan": "member"},
-                            "context": context,
-                        },
-                    )
-                )
-            if rng.random() < 0.25:
-                revenue = round(rng.uniform(15, 240), 2)
-                order_id = f"o-{n}-{int(at.timestamp())}"
-                messages.append(
-                    (
-                        at,
-                        {
-                            **base,
-                            "type": "track",
-                            "event": "Order Completed",
-                            "messageId": str(uuid.uuid5(ns, f"{person}:order:{order_id}")),
-                            "timestamp": _ts(at),
-                            "properties": {
-                                "order_id": order_id,
-                                "revenue": revenue,
-                                "currency": "USD",
-                            },
-                            "context": context,
-                        },
-                    )
-                )
-                stats.purchases += 1
-            at += timedelta(hours=rng.uniform(2, 24 * 6))
-    messages.sort(key=lambda m: m[0])
+        p = _Person(n, person, email, user_id, devices)
+        if profiles.random() < 0.7:
+            area = profiles.choice((212, 312, 415, 617, 646, 718))
+            p.phone = f"+1{area}{200 + n // 10000 % 800}{n % 10000:04d}"
+        if profiles.random() < 0.45:
+            p.loyalty_id = f"LOY-{10000 + n * 7:06d}"
+        population.append(p)
+    _households(profiles, population, ns, stats)
+
+    segment = _SegmentWriter(rng, ns, start, end, truth, stats)
+    for p in population:
+        segment.customer(p, days)
+    segment.kiosks(population, people)
+    segment.bots(max(2, people // 100))
+    segment.visitors(max(1, people // 10))
+    messages = sorted(segment.messages, key=lambda m: m[0])
     with (out / "segment.jsonl").open("w", encoding="utf-8") as fh:
-        for _at, msg in messages:
+        for _at, msg, owner in messages:
             if rng.random() < malformed_share:
                 fh.write(_malformed(rng, msg) + "\n")
                 stats.malformed += 1
             else:
                 fh.write(json.dumps(msg, separators=(",", ":")) + "\n")
+            truth.events.append(("segment", msg["messageId"], owner))
             stats.messages += 1
     stats.files["segment.jsonl"] = stats.messages
     stats.malformed_by_file["segment.jsonl"] = stats.malformed
@@ -230,7 +261,11 @@ def generate(
     with (out / "ground_truth.csv").open("w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(["identifier_type", "identifier_value", "person"])
-        writer.writerows(truth)
+        writer.writerows((t, v, owner) for (t, v), owner in truth.identifiers.items())
+    with (out / "events_truth.csv").open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["source", "source_event_id", "person"])
+        writer.writerows(truth.events)
     (out / "manifest.json").write_text(
         json.dumps(
             {
@@ -242,12 +277,280 @@ def generate(
                 "malformed_by_file": stats.malformed_by_file,
                 "purchases": stats.purchases,
                 "sessions_by_channel": stats.by_channel,
+                "identity": stats.identity,
+                "truth": {
+                    "identifiers": len(truth.identifiers),
+                    "events": len(truth.events),
+                },
             },
             indent=2,
         )
         + "\n"
     )
     return stats
+
+
+def _households(
+    rng: random.Random, population: list[_Person], ns: uuid.UUID, stats: GenStats
+) -> None:
+    """Pair some customers who both have an account into households with a shared tablet."""
+    members = [p for p in population if p.user_id is not None]
+    count = min(len(members) // 2, max(1, len(population) // 50))
+    chosen = rng.sample(members, 2 * count)
+    for h in range(count):
+        household = f"household-{h + 1:04d}"
+        tablet = _Device(str(uuid.uuid5(ns, f"{household}:tablet")), False, household)
+        for p in chosen[2 * h : 2 * h + 2]:
+            p.devices.append(tablet)
+    stats.identity["households"] = count
+
+
+class _SegmentWriter:
+    """The Segment calls of customers, kiosks, bots and anonymous visitors."""
+
+    def __init__(
+        self,
+        rng: random.Random,
+        ns: uuid.UUID,
+        start: datetime,
+        end: datetime,
+        truth: _Truth,
+        stats: GenStats,
+    ) -> None:
+        self.rng = rng
+        self.ns = ns
+        self.start = start
+        self.end = end
+        self.truth = truth
+        self.stats = stats
+        self.messages: list[tuple[datetime, dict[str, Any], str]] = []
+        for key in ("junk_values", "kiosk_sessions", "bots", "bot_page_views", "visitors"):
+            stats.identity.setdefault(key, 0)
+
+    def _message(self, at: datetime, owner: str, key: str, body: dict[str, Any]) -> dict[str, Any]:
+        msg = {
+            **body,
+            "messageId": str(uuid.uuid5(self.ns, f"{owner}:{key}:{at.timestamp()}")),
+            "timestamp": _ts(at),
+        }
+        self.messages.append((at, msg, owner))
+        return msg
+
+    def customer(self, p: _Person, days: int) -> None:
+        rng, truth = self.rng, self.truth
+        seen: set[str] = set()
+        at = self.start + timedelta(seconds=rng.uniform(0, days * 86400 * 0.8))
+        shared = [d for d in p.devices if d.owner != p.person]
+        for session in range(rng.randint(1, 5)):
+            if at >= self.end:
+                break
+            # a household member's first visit is on the family tablet
+            device = shared[0] if shared and session == 0 else rng.choice(p.devices)
+            first_on_device = device.anon not in seen
+            if first_on_device:
+                seen.add(device.anon)
+                p.anon_ids.append(device.anon)
+                truth.add("anonymous_id", device.anon, device.owner)
+            channel, campaign, query, referrer = _pick(rng)
+            self.stats.by_channel[channel] = self.stats.by_channel.get(channel, 0) + 1
+            logged_in = p.user_id is not None and (first_on_device or rng.random() < 0.5)
+            base: dict[str, Any] = {"anonymousId": device.anon}
+            if logged_in:
+                base["userId"] = p.user_id
+                truth.add("user_id", str(p.user_id), p.person)
+            elif rng.random() < 0.03:  # a tag that sends userId: String(undefined)
+                base["userId"] = rng.choice(JUNK_IDS[:2])
+                self.stats.identity["junk_values"] += 1
+            if device.owner != p.person:
+                agent = TABLET_AGENT
+            elif device.is_app or rng.random() < 0.5:
+                agent = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) Mobile"
+            else:
+                agent = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) Chrome/120.0"
+            context: dict[str, Any] = {
+                "library": {"name": "analytics.js", "version": "4.1.0"},
+                "userAgent": agent,
+            }
+            if campaign:
+                context["campaign"] = campaign
+            for i in range(rng.randint(1, 4)):
+                path = rng.choice(PAGES)
+                page = {"path": path, "url": f"{SITE}{path}{query if i == 0 else ''}"}
+                if i == 0 and referrer:
+                    page["referrer"] = referrer
+                elif i > 0:
+                    page["referrer"] = f"{SITE}/"
+                self._message(
+                    at,
+                    p.person,
+                    f"page:{i}",
+                    {
+                        **base,
+                        "type": "page",
+                        "name": path,
+                        "properties": {"path": path, "url": page["url"]},
+                        "context": {**context, "page": page},
+                    },
+                )
+                at += timedelta(seconds=rng.uniform(10, 300))
+            # The first visit on a device is a login, or a sign-up form for guests; a
+            # logged-in visitor sometimes updates the profile.
+            if first_on_device or (logged_in and rng.random() < 0.4):
+                traits: dict[str, Any] = {"email": p.email}
+                truth.email(p.email, p.person)
+                if p.phone is not None and (first_on_device or rng.random() < 0.5):
+                    traits["phone"] = p.phone
+                    truth.phone(p.phone, p.person)
+                traits["plan"] = "member" if p.user_id is not None else "newsletter"
+                self._message(
+                    at,
+                    p.person,
+                    "id",
+                    {**base, "type": "identify", "traits": traits, "context": context},
+                )
+            if rng.random() < 0.25:
+                revenue = round(rng.uniform(15, 240), 2)
+                order_id = f"o-{p.n}-{int(at.timestamp())}"
+                self._message(
+                    at,
+                    p.person,
+                    f"order:{order_id}",
+                    {
+                        **base,
+                        "type": "track",
+                        "event": "Order Completed",
+                        "properties": {
+                            "order_id": order_id,
+                            "revenue": revenue,
+                            "currency": "USD",
+                        },
+                        "context": context,
+                    },
+                )
+                self.stats.purchases += 1
+            at += timedelta(hours=rng.uniform(2, 24 * 6))
+
+    def kiosks(self, population: list[_Person], people: int) -> None:
+        """Store kiosks: one device id each, on which customers log in (a fresh anonymous
+        id per session), and a few walk-ins who browse without logging in."""
+        rng, truth = self.rng, self.truth
+        accounts = [p for p in population if p.user_id is not None]
+        span = (self.end - self.start).total_seconds()
+        walk_in = 0
+        for _location, store in STORES:
+            kiosk = str(uuid.uuid5(self.ns, f"kiosk:{store}"))
+            truth.add("device_id", kiosk, f"kiosk-{store}")
+            users = rng.sample(accounts, min(len(accounts), max(5, people // 40)))
+            visits: list[tuple[_Person | None, str]] = [(p, p.person) for p in users]
+            for _ in range(2):
+                walk_in += 1
+                visits.append((None, f"visitor-kiosk-{walk_in:04d}"))
+            for p, owner in visits:
+                at = self.start + timedelta(seconds=rng.uniform(0, span * 0.98))
+                anon = str(uuid.uuid5(self.ns, f"{owner}:kiosk:{store}:{at.timestamp()}"))
+                truth.add("anonymous_id", anon, owner)
+                base: dict[str, Any] = {"anonymousId": anon}
+                if p is not None:
+                    base["userId"] = p.user_id
+                    truth.add("user_id", str(p.user_id), p.person)
+                context = {
+                    "library": {"name": "analytics-react-native", "version": "2.19.0"},
+                    "app": {"name": "Store Kiosk", "version": "3.2.0"},
+                    "device": {"id": kiosk, "type": "kiosk", "model": "iPad13,16"},
+                    "os": {"name": "iPadOS", "version": "17.1"},
+                }
+                for i in range(rng.randint(2, 5)):
+                    screen = rng.choice(("Product Finder", "Size Guide", "Stock Check"))
+                    self._message(
+                        at,
+                        owner,
+                        f"kiosk:{store}:{i}",
+                        {
+                            **base,
+                            "type": "screen",
+                            "name": screen,
+                            "properties": {"store_id": store},
+                            "context": context,
+                        },
+                    )
+                    at += timedelta(seconds=rng.uniform(15, 120))
+                self.stats.identity["kiosk_sessions"] += 1
+        self.stats.identity["kiosks"] = len(STORES)
+
+    def bots(self, count: int) -> None:
+        """Crawlers and scripts: one anonymous id each, hundreds of page views, no identity."""
+        rng = self.rng
+        span = (self.end - self.start).total_seconds()
+        for b in range(count):
+            owner = f"bot-{b + 1:04d}"
+            anon = str(uuid.uuid5(self.ns, owner))
+            self.truth.add("anonymous_id", anon, owner)
+            agent = BOT_AGENTS[b % len(BOT_AGENTS)]
+            at = self.start + timedelta(seconds=rng.uniform(0, span * 0.9))
+            for i in range(rng.randint(150, 400)):
+                if at >= self.end:
+                    break
+                path = rng.choice(PAGES[:-1])
+                self._message(
+                    at,
+                    owner,
+                    f"page:{i}",
+                    {
+                        "anonymousId": anon,
+                        "type": "page",
+                        "name": path,
+                        "properties": {"path": path, "url": f"{SITE}{path}"},
+                        "context": {
+                            "library": {"name": "analytics.js", "version": "4.1.0"},
+                            "userAgent": agent,
+                            "page": {"path": path, "url": f"{SITE}{path}"},
+                        },
+                    },
+                )
+                self.stats.identity["bot_page_views"] += 1
+                at += timedelta(seconds=rng.uniform(0.5, 6))
+            self.stats.identity["bots"] += 1
+
+    def visitors(self, count: int) -> None:
+        """Anonymous visitors who never identify: a person of their own each."""
+        rng = self.rng
+        span = (self.end - self.start).total_seconds()
+        for v in range(count):
+            owner = f"visitor-{v + 1:04d}"
+            anon = str(uuid.uuid5(self.ns, owner))
+            self.truth.add("anonymous_id", anon, owner)
+            at = self.start + timedelta(seconds=rng.uniform(0, span * 0.95))
+            channel, campaign, query, referrer = _pick(rng)
+            self.stats.by_channel[channel] = self.stats.by_channel.get(channel, 0) + 1
+            for i in range(rng.randint(1, 3)):
+                path = rng.choice(PAGES)
+                page: dict[str, str] = {
+                    "path": path,
+                    "url": f"{SITE}{path}{query if i == 0 else ''}",
+                }
+                if i == 0 and referrer:
+                    page["referrer"] = referrer
+                context: dict[str, Any] = {
+                    "library": {"name": "analytics.js", "version": "4.1.0"},
+                    "userAgent": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) Chrome/120.0",
+                    "page": page,
+                }
+                if campaign:
+                    context["campaign"] = campaign
+                self._message(
+                    at,
+                    owner,
+                    f"page:{i}",
+                    {
+                        "anonymousId": anon,
+                        "type": "page",
+                        "name": path,
+                        "properties": {"path": path, "url": page["url"]},
+                        "context": context,
+                    },
+                )
+                at += timedelta(seconds=rng.uniform(10, 300))
+            self.stats.identity["visitors"] += 1
 
 
 def _malformed(rng: random.Random, msg: dict[str, Any]) -> str:
@@ -261,19 +564,6 @@ def _malformed(rng: random.Random, msg: dict[str, Any]) -> str:
 
 
 # ---- the other sources ---------------------------------------------------------------
-
-
-@dataclass
-class _Person:
-    n: int
-    person: str
-    email: str
-    user_id: str | None
-    anon_ids: list[str]
-    phone: str | None = None  # E.164
-    loyalty_id: str | None = None
-    shopify_id: int | None = None
-
 
 #: (marketing_campaign_id, name, category, landing path, utm_campaign)
 EMAIL_CAMPAIGNS = (
@@ -332,7 +622,8 @@ ADS_COLUMNS = [
     "anonymous_id",
 ]
 
-Events = list[tuple[datetime, dict[str, Any]]]
+#: (event time, record, true owner) of one source record
+Events = list[tuple[datetime, dict[str, Any], str]]
 
 
 def _hex(rng: random.Random, n: int) -> str:
@@ -362,25 +653,12 @@ def _other_channels(
     seed: int,
     malformed_share: float,
     stats: GenStats,
-    truth: list[tuple[str, str, str]],
+    truth: _Truth,
 ) -> None:
     rng = random.Random(f"journeys-channels:{seed}")
-    known = {(t, v) for t, v, _ in truth}
-
-    def add_truth(type_: str, value: str, person: str) -> None:
-        if (type_, value) not in known:
-            known.add((type_, value))
-            truth.append((type_, value, person))
-
-    for p in population:
-        add_truth("email_sha256", hash_email(p.email), p.person)
-        if rng.random() < 0.7:
-            area = rng.choice((212, 312, 415, 617, 646, 718))
-            p.phone = f"+1{area}{200 + p.n // 10000 % 800}{p.n % 10000:04d}"
-            add_truth("phone_sha256", hash_phone(p.phone), p.person)
-        if rng.random() < 0.45:
-            p.loyalty_id = f"LOY-{10000 + p.n * 7:06d}"
-            add_truth("loyalty_id", p.loyalty_id, p.person)
+    ident = stats.identity
+    for key in ("typos", "junk_values"):
+        ident.setdefault(key, 0)
     span = (end - start).total_seconds()
 
     def within(at: datetime) -> bool:
@@ -433,6 +711,7 @@ def _other_channels(
                                 "sg_event_id": _b64id(rng),
                                 **extra,
                             },
+                            p.person,
                         )
                     )
 
@@ -471,6 +750,7 @@ def _other_channels(
                                 **extra,
                                 "Timestamp": _ts(when).replace(".000Z", "Z"),
                             },
+                            p.person,
                         )
                     )
             if statuses[-1][0] == "delivered" and rng.random() < 0.2:
@@ -501,6 +781,7 @@ def _other_channels(
                                 "datacontenttype": "application/json",
                                 "data": data,
                             },
+                            p.person,
                         )
                     )
 
@@ -515,13 +796,13 @@ def _other_channels(
     def some_time() -> datetime:
         return start + timedelta(seconds=rng.uniform(0, span))
 
-    def order(p: _Person, at: datetime, total: float) -> dict[str, Any]:
+    def order(p: _Person, at: datetime, total: float, customer: bool = True) -> dict[str, Any]:
         nonlocal order_seq
         order_seq += 1
-        if p.shopify_id is None:
+        if p.shopify_id is None and customer:  # marketplace orders have no shop customer
             p.shopify_id = 6_200_000_000_000 + p.n * 97
-            add_truth("shopify_customer_id", str(p.shopify_id), p.person)
-        return {
+            truth.add("shopify_customer_id", str(p.shopify_id), p.person)
+        body: dict[str, Any] = {
             "id": 5_800_000_000_000 + order_seq * 13,
             "admin_graphql_api_id": f"gid://shopify/Order/{5_800_000_000_000 + order_seq * 13}",
             "name": f"#{1000 + order_seq}",
@@ -544,7 +825,9 @@ def _other_channels(
                     "sku": "TR2-42",
                 }
             ],
-            "customer": {
+            "customer": None
+            if not customer
+            else {
                 "id": p.shopify_id,
                 "email": p.email,
                 "phone": p.phone,
@@ -553,20 +836,29 @@ def _other_channels(
                 "admin_graphql_api_id": f"gid://shopify/Customer/{p.shopify_id}",
             },
         }
+        return body
 
     for p in population:
         # online orders
         for _ in range(rng.choice((0, 0, 0, 1, 1, 2))):
             at = some_time()
+            returning = p.shopify_id is not None
             o = order(p, at, round(rng.uniform(20, 300), 2))
             _channel, _campaign, query, referrer = _pick(rng)
             path = rng.choice(PAGES[:-1])
+            typed = p.email
+            # A checkout e-mail typed wrong: the order carries the customer id (and the
+            # customer's phone, or the id is known from an earlier order) beside it.
+            if (returning or p.phone is not None) and rng.random() < 0.08:
+                typed = _typo(rng, p.email)
+                ident["typos"] += 1
+            truth.email(typed, p.person)
             o.update(
                 {
                     "source_name": "web",
                     "app_id": 580111,
-                    "email": p.email,
-                    "contact_email": p.email,
+                    "email": typed,
+                    "contact_email": typed,
                     "phone": p.phone if rng.random() < 0.5 else None,
                     "landing_site": f"{path}{query}",
                     "referring_site": referrer,
@@ -575,7 +867,7 @@ def _other_channels(
                     "client_details": {"accept_language": "en-US", "user_agent": "Mozilla/5.0"},
                 }
             )
-            shopify.append((at, o))
+            shopify.append((at, o, p.person))
         # store orders rung up on Shopify POS
         if (p.loyalty_id or p.phone) and rng.random() < 0.15:
             at = some_time()
@@ -595,12 +887,12 @@ def _other_channels(
                     "name": f"#{1000 + order_seq}-POS",
                 }
             )
-            shopify.append((at, o))
+            shopify.append((at, o, p.person))
         # marketplace orders
         if rng.random() < 0.04:
             at = some_time()
             market, app_id = rng.choice(MARKETPLACES)
-            o = order(p, at, round(rng.uniform(10, 90), 2))
+            o = order(p, at, round(rng.uniform(10, 90), 2), customer=False)
             o.update(
                 {
                     "source_name": market,
@@ -614,13 +906,42 @@ def _other_channels(
                     "customer": None,
                 }
             )
-            shopify.append((at, o))
-        # store transactions of the store system
-        for _ in range(rng.choice((0, 0, 0, 1, 2)) if (p.loyalty_id or p.phone) else 0):
-            at = some_time()
+            shopify.append((at, o, p.person))
+        # store transactions of the store system; a loyalty card is enrolled at the till
+        # with the customer's e-mail, on the first transaction that carries it
+        txns = sorted(
+            some_time()
+            for _ in range(rng.choice((0, 0, 0, 1, 2)) if (p.loyalty_id or p.phone) else 0)
+        )
+        for t, at in enumerate(txns):
             txn_seq += 1
             kind = rng.choices(("purchase", "return", "visit"), (0.8, 0.08, 0.12))[0]
             total = round(rng.uniform(8, 200), 2)
+            enrol = t == 0 and p.loyalty_id is not None
+            email = p.email if enrol or (kind == "purchase" and rng.random() < 0.3) else ""
+            if email and not enrol and rng.random() < 0.25:
+                email = _typo(rng, p.email)  # typed by the clerk, beside the loyalty card
+                ident["typos"] += 1
+            phone = _national(p.phone) if p.phone and rng.random() < 0.4 else ""
+            if p.loyalty_id is None and not phone and p.phone:
+                phone = _national(p.phone)  # no card: the till asks for the phone
+            loyalty = p.loyalty_id or ""
+            if not email and rng.random() < 0.04:
+                email = JUNK_EMAIL  # the clerk's filler when the customer declines
+                ident["junk_values"] += 1
+            if not phone and rng.random() < 0.03:
+                phone = JUNK_PHONE
+                ident["junk_values"] += 1
+            if not loyalty and rng.random() < 0.05:
+                loyalty = "0"
+                ident["junk_values"] += 1
+            if p.loyalty_id:
+                truth.add("loyalty_id", p.loyalty_id, p.person)
+            if email and email != JUNK_EMAIL:
+                truth.email(email, p.person)
+            user_id = (p.user_id or "") if kind == "visit" else ""
+            if user_id:
+                truth.add("user_id", user_id, p.person)
             pos.append(
                 (
                     at,
@@ -633,13 +954,14 @@ def _other_channels(
                         if kind == "visit"
                         else f"{-total if kind == 'return' else total:.2f}",
                         "currency": "" if kind == "visit" else "USD",
-                        "loyalty_id": p.loyalty_id or "",
-                        "user_id": (p.user_id or "") if kind == "visit" else "",
-                        "email": p.email if kind == "purchase" and rng.random() < 0.3 else "",
-                        "phone": _national(p.phone) if p.phone and rng.random() < 0.4 else "",
+                        "loyalty_id": loyalty,
+                        "user_id": user_id,
+                        "email": email,
+                        "phone": phone,
                         "register_id": "" if kind == "visit" else f"R{rng.randint(1, 4)}",
                         "items": "" if kind == "visit" else str(rng.randint(1, 5)),
                     },
+                    p.person,
                 )
             )
         # ad clicks
@@ -652,6 +974,17 @@ def _other_channels(
             if platform in ("criteo", "tiktok"):
                 medium = "display" if platform == "criteo" else "paid_social"
                 landing += f"&utm_source={platform}&utm_medium={medium}&utm_campaign={campaign}"
+            hashed_email = p.email if rng.random() < 0.1 else ""
+            anon = rng.choice(p.anon_ids) if p.anon_ids and rng.random() < 0.6 else ""
+            if anon and rng.random() < 0.04:
+                anon = "undefined"  # the site tag ran before the cookie was read
+                ident["junk_values"] += 1
+            ad_user = ""
+            if rng.random() < 0.03:
+                ad_user = "0"  # the user id a logged-out visitor's tag sends
+                ident["junk_values"] += 1
+            if hashed_email:
+                truth.email(hashed_email, p.person)
             ads.append(
                 (
                     at,
@@ -669,12 +1002,13 @@ def _other_channels(
                         "device": rng.choice(("MOBILE", "DESKTOP", "TABLET")),
                         "cost": f"{rng.uniform(0.1, 2.5):.2f}",
                         "currency": "USD",
-                        "email": p.email if rng.random() < 0.1 else "",
+                        "email": hashed_email,
                         "email_sha256": "",
                         "device_id": "",
-                        "user_id": "",
-                        "anonymous_id": rng.choice(p.anon_ids) if rng.random() < 0.6 else "",
+                        "user_id": ad_user,
+                        "anonymous_id": anon,
                     },
+                    p.person,
                 )
             )
         # chats and calls
@@ -686,11 +1020,15 @@ def _other_channels(
                 customer["phone"] = _national(p.phone)
                 if p.loyalty_id:
                     customer["loyalty_id"] = p.loyalty_id
+                    truth.add("loyalty_id", p.loyalty_id, p.person)
             else:
                 customer["email"] = p.email
                 customer["anonymous_id"] = rng.choice(p.anon_ids)
                 if p.user_id and rng.random() < 0.5:
                     customer["user_id"] = p.user_id
+                elif rng.random() < 0.05:
+                    customer["user_id"] = "null"  # the chat widget's logged-out user
+                    ident["junk_values"] += 1
             duration = rng.randint(40, 1200)
             kind = "call" if is_call else "chat"
             interactions.append(
@@ -708,15 +1046,36 @@ def _other_channels(
                         "outcome": rng.choice(("resolved", "order_placed", "escalated")),
                         "customer": customer,
                     },
+                    p.person,
                 )
             )
 
-    _write_jsonl(out, "sendgrid.jsonl", sendgrid, rng, malformed_share, stats, "timestamp")
-    _write_jsonl(out, "twilio.jsonl", twilio, rng, malformed_share, stats, "Timestamp")
-    _write_jsonl(out, "shopify.jsonl", shopify, rng, malformed_share, stats, "processed_at")
-    _write_jsonl(out, "interactions.jsonl", interactions, rng, malformed_share, stats, "started_at")
-    _write_csv(out, "pos.csv", POS_COLUMNS, pos, rng, malformed_share, stats, "timestamp")
-    _write_csv(out, "ads.csv", ADS_COLUMNS, ads, rng, malformed_share, stats, "click_time")
+    share, ev = malformed_share, truth.events
+    _write_jsonl(out, "sendgrid.jsonl", sendgrid, rng, share, stats, "timestamp", ev)
+    _write_jsonl(out, "twilio.jsonl", twilio, rng, share, stats, "Timestamp", ev)
+    _write_jsonl(out, "shopify.jsonl", shopify, rng, share, stats, "processed_at", ev)
+    _write_jsonl(out, "interactions.jsonl", interactions, rng, share, stats, "started_at", ev)
+    _write_csv(out, "pos.csv", POS_COLUMNS, pos, rng, share, stats, "timestamp", ev)
+    _write_csv(out, "ads.csv", ADS_COLUMNS, ads, rng, share, stats, "click_time", ev)
+
+
+def _source_event_id(source: str, record: dict[str, Any]) -> str:
+    """The ``source_event_id`` the source's connector derives from *record*."""
+    if source == "sendgrid":
+        return str(record["sg_event_id"])
+    if source == "twilio":
+        if "data" in record:
+            return str(record["id"])  # a Link Shortening click CloudEvent
+        return f"{record['MessageSid']}:{record['MessageStatus']}"
+    if source == "shopify":
+        return str(record["id"])
+    if source == "interactions":
+        return str(record["interaction_id"])
+    if source == "pos":
+        return f"{record['store_id']}:{record['transaction_id']}"
+    if source == "ads":
+        return f"{record['platform']}:{record['click_id']}"
+    raise ValueError(f"no source_event_id rule for {source!r}")
 
 
 def _bad_indices(rng: random.Random, count: int, share: float) -> set[int]:
@@ -737,11 +1096,14 @@ def _write_jsonl(
     share: float,
     stats: GenStats,
     time_field: str,
+    events_truth: list[tuple[str, str, str]],
 ) -> None:
     events.sort(key=lambda e: e[0])
     bad = _bad_indices(rng, len(events), share)
+    source = name.split(".", maxsplit=1)[0]
     with (out / name).open("w", encoding="utf-8") as fh:
-        for i, (_at, record) in enumerate(events):
+        for i, (_at, record, owner) in enumerate(events):
+            events_truth.append((source, _source_event_id(source, record), owner))
             line = json.dumps(record, separators=(",", ":"))
             if i in bad:
                 if rng.random() < 0.5:
@@ -766,13 +1128,16 @@ def _write_csv(
     share: float,
     stats: GenStats,
     time_field: str,
+    events_truth: list[tuple[str, str, str]],
 ) -> None:
     rows.sort(key=lambda e: e[0])
     bad = _bad_indices(rng, len(rows), share)
+    source = name.split(".", maxsplit=1)[0]
     with (out / name).open("w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(columns)
-        for i, (_at, row) in enumerate(rows):
+        for i, (_at, row, owner) in enumerate(rows):
+            events_truth.append((source, _source_event_id(source, row), owner))
             cells = [row.get(c, "") for c in columns]
             if i in bad:
                 kind = rng.randrange(3)

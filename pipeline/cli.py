@@ -18,7 +18,9 @@ COMMANDS = (
     "replay",
     "generate",
     "query",
+    "report",
     "attribute",
+    "evaluate",
     "forget",
 )
 

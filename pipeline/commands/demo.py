@@ -70,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.stack import SinkService
     from pipeline.topics import TopicError
     from sinks.clickhouse import SinkError
+    from sinks.report.data import ReportError, fetch_report
 
     cfg = settings()
     db = cfg.clickhouse_database
@@ -114,7 +115,10 @@ def run(args: argparse.Namespace) -> int:
             columns, rows = service.query(CHANNEL_SQL.format(db=db))
             credit = _settled(lambda: service.sink.stats.rows["attribution"])
             credit_columns, credit_rows = service.query(CREDIT_SQL.format(db=db))
-    except (BrokerError, TopicError, SinkError) as exc:
+            # Our own SQL on the sink's client: no read-only setting here, since chDB keeps
+            # settings per client and the sink's inserts must stay possible.
+            report = fetch_report(lambda sql: service.client.raw_query(sql), db)
+    except (BrokerError, TopicError, SinkError, ReportError) as exc:
         return fail(str(exc))
     table = Table(title="Touchpoints per channel (ClickHouse journeys.touchpoints)")
     for col in columns:
@@ -136,4 +140,8 @@ def run(args: argparse.Namespace) -> int:
         f"events in = {stats.records:,} = {stored:,} touchpoints + {dead:,} dead letters "
         f"({time.monotonic() - started:.0f}s). Explore: journeys run, then journeys query ..."
     )
+    from pipeline.commands.report import write_html
+
+    path = write_html(report, args.out / "report.html")
+    console.print(f"report: {path.resolve()}", highlight=False)
     return 0

@@ -15,11 +15,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Write deterministic synthetic logs of the same simulated people in "
         "every source's own format (Segment web/app traffic with every acquisition channel, "
         "SendGrid e-mail events, Twilio SMS callbacks and clicks, Shopify orders, POS "
-        "transactions, ad clicks, chats and calls; ~1%% malformed records in each file), the "
-        "true person of every identifier (ground_truth.csv) and manifest.json.",
+        "transactions, ad clicks, chats and calls; ~1%% malformed records in each file), with "
+        "what makes identity hard: family tablets, store kiosks, typed e-mail typos, junk "
+        "identifiers and bots. Ground truth: the true owner of every identifier "
+        "(ground_truth.csv) and of every source event (events_truth.csv), e-mails and phones "
+        "hashed; plus manifest.json.",
         epilog="example:\n  journeys generate --people 500 --days 30 --seed 7 --out var/sample\n"
         "  journeys replay var/sample/segment.jsonl --source segment\n"
-        "  journeys replay var/sample/pos.csv --source pos",
+        "  journeys replay var/sample/pos.csv --source pos\n"
+        "  journeys evaluate var/sample",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--people", type=int, default=200, help="customers to simulate (200)")
@@ -44,5 +48,11 @@ def run(args: argparse.Namespace) -> int:
         console.print(
             f"  {name}: {count:,} records ({stats.malformed_by_file.get(name, 0)} malformed); "
             f"replay with --source {source}"
+        )
+    if stats.identity:
+        console.print(
+            "  identity realism: "
+            + ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in stats.identity.items())
+            + f"; score stitching with: journeys evaluate {args.out}"
         )
     return 0

@@ -12,7 +12,14 @@ EPILOG = """\
 examples:
   journeys query "SELECT channel, count() AS n FROM journeys.touchpoints FINAL GROUP BY channel"
   journeys query "SELECT * FROM journeys.dead_letters LIMIT 5 FORMAT JSONEachRow" | jq .
-  journeys query --file queries/channel_credit.sql
+  journeys query --file queries/01_channel_credit_by_model.sql --param since=2026-10-01
+  journeys query "SELECT count() FROM journeys.journeys FINAL WHERE ended_at >= {since:Date}" \
+      --param since=2026-10-01
+
+Parameters use ClickHouse's {name:Type} syntax. Each --param name=value is bound on the
+client as a typed literal (CAST('value', 'Type')), so the same file also runs with
+`clickhouse client --param_name=value`. A query file's header declares its parameters
+and their defaults (see queries/README.md and docs/analysts.md).
 
 Ending the SQL with a FORMAT clause (TSV, CSV, JSONEachRow...) prints the result
 exactly as ClickHouse writes it, for pipes. Queries are read-only. While `journeys run`
@@ -32,6 +39,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("sql", nargs="?", help="the query (or use --file)")
     p.add_argument("--file", "-f", help="read the query from this .sql file")
+    p.add_argument(
+        "--param",
+        "-p",
+        action="append",
+        metavar="NAME=VALUE",
+        help="value of a {NAME:Type} placeholder (repeatable); a file's header gives defaults",
+    )
     p.set_defaults(func=run)
 
 
@@ -52,22 +66,28 @@ def run_sql(sql: str) -> bytes:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from rich.console import Console
     from rich.table import Table
 
     from pipeline.commands._common import console
     from sinks.clickhouse import SinkError
+    from sinks.report.sql import ParamError, bind, bind_sql, parse_assignments, parse_query_file
 
-    if args.file:
-        try:
-            with open(args.file, encoding="utf-8") as fh:
-                sql = fh.read()
-        except OSError as exc:
-            return fail(f"{args.file}: {exc.strerror}", 2)
-    elif args.sql:
-        sql = args.sql
-    else:
-        return fail("give the SQL as an argument or with --file", 2)
+    try:
+        values = parse_assignments(getattr(args, "param", None))
+        if args.file:
+            try:
+                sql = bind(parse_query_file(Path(args.file)), values)
+            except OSError as exc:
+                return fail(f"{args.file}: {exc.strerror}", 2)
+        elif args.sql:
+            sql = bind_sql(args.sql, values)
+        else:
+            return fail("give the SQL as an argument or with --file", 2)
+    except ParamError as exc:
+        return fail(f"{args.file}: {exc}" if args.file else str(exc), 2)
     sql = sql.strip().rstrip(";").strip()
     raw_format = bool(_FORMAT.search(sql))
     try:

@@ -1,0 +1,58 @@
+-- Question: How many store purchases follow web or app visits (research online, buy in
+--   store), and which online channel came last before the store?
+-- Parameters:
+--   since        Date    = 1970-01-01  first conversion day included (UTC)
+--   until        Date    = 2100-01-01  first conversion day excluded (UTC)
+--   bopis_hours  UInt32  = 48          an online visit this close before the store purchase
+--                                      counts as a click-and-collect (BOPIS) style visit
+-- Grain: one row per last online channel before a store purchase ('(no online touch)'
+--   when the journey holds no web or app session). A store purchase is a conversion whose
+--   event is a store_purchase (POS CSV, Shopify POS orders); an online touch is a web or
+--   app session (source segment). store_conversions sums to the store purchases.
+--   within_window counts those with an online visit in the last bopis_hours: the sources
+--   carry no fulfilment method, so this is the proxy for buy-online-pick-up-in-store.
+-- FINAL: needed on journeys (ReplacingMergeTree by version). The touchpoints subqueries
+--   only build sets of event ids, where duplicate rows change nothing, so they skip FINAL.
+WITH
+    store AS
+    (
+        SELECT
+            journey_id,
+            revenue,
+            ended_at AS purchased_at,
+            path,
+            touch_event_ids,
+            touch_times
+        FROM journeys.journeys FINAL
+        WHERE converted
+          AND conversion_event_id IN
+              (SELECT event_id FROM journeys.touchpoints WHERE event_type = 'store_purchase')
+          AND toDate(ended_at) >= {since:Date} AND toDate(ended_at) < {until:Date}
+    ),
+    online AS
+    (
+        SELECT
+            journey_id,
+            argMax(touch_channel, touch_at) AS last_online_channel,
+            max(touch_at) AS last_online_at,
+            count() AS online_touches
+        FROM store
+        ARRAY JOIN touch_event_ids AS touch_id, touch_times AS touch_at, path AS touch_channel
+        WHERE touch_id IN (SELECT event_id FROM journeys.touchpoints WHERE source = 'segment')
+        GROUP BY journey_id
+    )
+SELECT
+    if(o.journey_id = '', '(no online touch)', o.last_online_channel) AS last_online_channel,
+    count() AS store_conversions,
+    round(100 * store_conversions / sum(store_conversions) OVER (), 1) AS pct,
+    countIf(o.journey_id != ''
+            AND dateDiff('second', o.last_online_at, s.purchased_at) <= 3600 * {bopis_hours:UInt32})
+        AS within_window,
+    round(avgIfOrNull(o.online_touches, o.journey_id != ''), 2) AS avg_online_touches,
+    round(avgIfOrNull(dateDiff('second', o.last_online_at, s.purchased_at) / 3600, o.journey_id != ''), 1)
+        AS avg_hours_online_to_store,
+    round(sum(s.revenue), 2) AS revenue
+FROM store AS s
+LEFT JOIN online AS o ON o.journey_id = s.journey_id
+GROUP BY last_online_channel
+ORDER BY last_online_channel = '(no online touch)', store_conversions DESC, last_online_channel
