@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
             credit_columns, credit_rows = service.query(CREDIT_SQL.format(db=db))
             # Our own SQL on the sink's client: no read-only setting here, since chDB keeps
             # settings per client and the sink's inserts must stay possible.
-            report = fetch_report(lambda sql: service.client.raw_query(sql), db)
+            report = fetch_report(service.client.raw_query, db)
     except (BrokerError, TopicError, SinkError, ReportError) as exc:
         return fail(str(exc))
     table = Table(title="Touchpoints per channel (ClickHouse journeys.touchpoints)")
