@@ -92,5 +92,13 @@ down: ## stop the Docker stack (the data stays in its volumes; `docker compose d
 logs: ## follow the Docker stack's logs (make logs SERVICE=worker for one service)
 	$(COMPOSE) logs -f --tail=200 $(SERVICE)
 
+# bench: installs the optional `bench` extra (ChannelAttribution, py-spy...) when missing;
+# if it cannot be installed, the benchmark still runs and records why. BENCH_ARGS is
+# passed on, e.g. make bench BENCH_ARGS="--events 40000 --only bare_pipe".
+bench: $(STAMP) ## throughput vs the bare pipe, latency, attribution, memory -> bench/results.json
+	-@$(BIN)/python -c "import ChannelAttribution, pandas" >/dev/null 2>&1 && test -x $(BIN)/py-spy \
+		|| $(BIN)/python -m pip install --quiet -e ".[bench]"
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
 clean: ## remove local state (var/) and caches, keep .venv
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache .hypothesis

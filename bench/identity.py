@@ -1,0 +1,210 @@
+"""Memory of the identity tables: bytes per million identifiers.
+
+:class:`pipeline.core.identity.IdentityGraph` resolves synthetic customers' events
+(anonymous visits from one to three devices, then logins that link the devices to a
+user id and a hashed e-mail, sometimes a hashed phone) until ``--identifiers``
+distinct identifiers are known. Its five stores are rocksdict databases in raw mode
+with JSON values, as Faust's ``rocksdb://`` tables keep them (the product's table
+store). Reported, each scaled linearly to one million identifiers:
+
+* on-disk bytes of the five databases after a flush and a full compaction (the
+  primary figure, ``identity_bytes_per_million``);
+* the resident-set growth of this process while resolving (rocksdict's memtables and
+  block cache included);
+* for comparison, the Python heap (tracemalloc) of the same graph on plain dicts,
+  measured on a quarter of the sample.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import hashlib
+import json
+import random
+import shutil
+import tempfile
+import time
+import tracemalloc
+from collections.abc import Iterator, MutableMapping
+from pathlib import Path
+from typing import Any
+
+from bench.common import fragment_main
+
+STORES = ("ident_to_person", "persons", "forward", "links", "shapes")
+Event = tuple[list[tuple[str, str]], str, int]
+
+
+class JsonRdict(MutableMapping[str, Any]):
+    """A rocksdict database with str keys and JSON values (raw mode, like Faust's store)."""
+
+    def __init__(self, path: Path) -> None:
+        from rocksdict import Options, Rdict
+
+        self.db = Rdict(str(path), options=Options(raw_mode=True))
+
+    def __getitem__(self, key: str) -> Any:
+        raw = self.db.get(key.encode())
+        if raw is None:
+            raise KeyError(key)
+        return json.loads(raw)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.db.put(key.encode(), json.dumps(value, separators=(",", ":")).encode())
+
+    def __delitem__(self, key: str) -> None:
+        if self.db.get(key.encode()) is None:
+            raise KeyError(key)
+        self.db.delete(key.encode())
+
+    def __iter__(self) -> Iterator[str]:
+        for key in self.db.keys():  # noqa: SIM118 - Rdict iterates items
+            yield key.decode() if isinstance(key, bytes) else str(key)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self.db.keys())  # noqa: SIM118
+
+    def compact(self) -> None:
+        self.db.flush()
+        self.db.compact_range(None, None)
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def events(identifiers: int, seed: int = 5) -> Iterator[Event]:
+    """Events of synthetic customers until *identifiers* distinct identifiers appeared."""
+    rng = random.Random(seed)
+    at = 1_790_000_000_000
+    seen = 0
+    n = 0
+    while seen < identifiers:
+        devices = [("anonymous_id", f"a-{n}-{d}-{rng.randrange(10**9)}") for d in range(3)]
+        devices = devices[: rng.randint(1, 3)]
+        known: list[tuple[str, str]] = []
+        if rng.random() < 0.6:
+            known.append(("user_id", f"u{n:08d}"))
+        known.append(("email_sha256", _sha(f"customer{n}@example.net")))
+        if rng.random() < 0.3:
+            known.append(("phone_sha256", _sha(f"+4477009{n:05d}")))
+        for i, device in enumerate(devices):
+            for visit in range(rng.randint(1, 3)):
+                at += rng.randint(1, 60_000)
+                yield [device], f"e-{n}-{i}-{visit}", at
+            at += 1000
+            yield [device, *known], f"login-{n}-{i}", at
+        seen += len(devices) + len(known)
+        n += 1
+
+
+def _rss() -> int:
+    with open("/proc/self/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _du(path: Path, pattern: str = "*") -> int:
+    return sum(p.stat().st_size for p in path.rglob(pattern) if p.is_file())
+
+
+def _resolve_all(stores: Any, sample: list[Event]) -> tuple[int, int, float]:
+    """(persons, identifiers, seconds) after resolving every event of *sample*."""
+    from pipeline.core.identity import IdentityGraph
+    from pipeline.core.model import Identifier
+
+    graph = IdentityGraph(stores=stores)
+    started = time.perf_counter()
+    for idents, event_id, at_ms in sample:
+        graph.resolve([Identifier(t, v) for t, v in idents], event_id, at_ms)
+    seconds = time.perf_counter() - started
+    mapped = set(stores.ident_to_person.values())
+    return len(mapped), len(stores.ident_to_person), seconds
+
+
+def _on_rocksdict(sample: list[Event]) -> dict[str, Any]:
+    """Resolve *sample* into rocksdict stores; their sizes, RSS growth and speed."""
+    from pipeline.core.identity import IdentityStores
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-identity-"))
+    try:
+        gc.collect()
+        rss0 = _rss()
+        dbs = {name: JsonRdict(tmp / name) for name in STORES}
+        persons, idents, seconds = _resolve_all(IdentityStores(**dbs), sample)
+        rss1 = _rss()
+        for db in dbs.values():
+            db.compact()
+        out = {
+            "identifiers": idents,
+            "persons": persons,
+            "seconds": seconds,
+            "rss_growth": rss1 - rss0,
+            "sst_bytes_by_store": {name: _du(tmp / name, "*.sst") for name in STORES},
+            "disk_bytes": sum(_du(tmp / name) for name in STORES),
+            "keys_by_store": {name: len(db) for name, db in dbs.items()},
+        }
+        for db in dbs.values():
+            db.close()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def measure(identifiers: int) -> dict[str, Any]:
+    from pipeline.core.identity import IdentityStores
+
+    sample = list(events(identifiers))
+    quarter = list(events(identifiers // 4))
+    # -- rocksdict stores (the product's table store), at a quarter and at the full size
+    small = _on_rocksdict(quarter)
+    full = _on_rocksdict(sample)
+    idents, persons, seconds = full["identifiers"], full["persons"], full["seconds"]
+    disk, keys = full["sst_bytes_by_store"], full["keys_by_store"]
+    scale = 1_000_000 / idents
+    per_small = sum(small["sst_bytes_by_store"].values()) / small["identifiers"]
+
+    # -- plain dicts, for comparison (the quarter sample: tracemalloc is slow) -----------
+    gc.collect()
+    tracemalloc.start()
+    dict_stores = IdentityStores()  # plain dicts
+    _, dict_idents, _ = _resolve_all(dict_stores, quarter)
+    heap, _ = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+
+    total_disk = sum(disk.values())
+    return {
+        "identifiers": idents,
+        "persons": persons,
+        "events": len(sample),
+        "method": "rocksdict (raw mode, JSON values, as Faust rocksdb:// tables): bytes of the "
+        "SST files after flush + full compaction, scaled linearly to 1,000,000 identifiers",
+        "bytes_per_million": round(total_disk * scale),
+        "sst_bytes_by_store": disk,
+        "disk_bytes_total_unscaled": full["disk_bytes"],
+        "keys_by_store": keys,
+        "bytes_per_identifier": round(total_disk / idents, 1),
+        "bytes_per_identifier_at_a_quarter": round(per_small, 1),
+        "growth_vs_linear": round(total_disk / idents / per_small, 3),
+        "rss_growth_bytes_per_million": round(full["rss_growth"] * scale),
+        "python_dict_heap_bytes_per_million": round(heap * 1_000_000 / dict_idents),
+        "resolve_events_per_s_rocksdict": round(len(sample) / seconds, 1),
+    }
+
+
+def _args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--identifiers", type=int, default=200_000)
+
+
+def main() -> int:
+    return fragment_main(__doc__ or "", _args, lambda a: measure(a.identifiers))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,273 @@
+"""``make bench``: run every measurement, write ``bench/results.json``, print the table.
+
+Each measurement runs in its own process (``python -m bench.<name>``) and writes a
+JSON fragment under ``var/bench/fragments/``; one that fails is recorded with its
+error and the others still run. The machine is shared and has few cores, so the
+absolute figures are noisy: compare the ratios, which come from one run. The method
+is in docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.common import REPO, WORK, machine, now_iso
+from bench.profile import summarise
+
+RESULTS = REPO / "bench" / "results.json"
+FRAGMENTS = WORK / "fragments"
+
+#: The targets of the design brief (section "Performance").
+TARGET_PIPELINE_SHARE = 0.25
+TARGET_PER_WORKER = 20_000
+TARGET_P99_S = 2.0
+
+
+def _step(name: str, module: str, args: list[str], timeout: float) -> dict[str, Any]:
+    """Run ``python -m bench.<module> ARGS`` and read its fragment (or the error)."""
+    out = FRAGMENTS / f"{name}.json"
+    out.unlink(missing_ok=True)
+    print(f"[bench] {name}: running ({' '.join(args)})", flush=True)
+    started = time.monotonic()
+    try:
+        proc = subprocess.run(  # noqa: S603 - our own modules
+            [sys.executable, "-m", f"bench.{module}", "--out", str(out), *args],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        print(f"[bench] {name}: timed out after {timeout:.0f} s", flush=True)
+        return {"error": f"timed out after {timeout:.0f} s"}
+    seconds = round(time.monotonic() - started, 1)
+    if proc.returncode != 0 or not out.exists():
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        print(f"[bench] {name}: failed in {seconds} s: {' | '.join(tail)}", flush=True)
+        return {"error": " | ".join(tail) or f"exit code {proc.returncode}"}
+    print(f"[bench] {name}: done in {seconds} s", flush=True)
+    result: dict[str, Any] = json.loads(out.read_text())
+    result["wall_seconds"] = seconds
+    return result
+
+
+def _get(data: dict[str, Any], *path: str) -> Any:
+    node: Any = data
+    for key in path:
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+    return node
+
+
+def _ratio(a: Any, b: Any) -> float | None:
+    if isinstance(a, int | float) and isinstance(b, int | float) and b:
+        return round(a / b, 4)
+    return None
+
+
+def _at_least(value: Any, target: float) -> bool | None:
+    return None if not isinstance(value, int | float) else value >= target
+
+
+def _at_most(value: Any, target: float) -> bool | None:
+    return None if not isinstance(value, int | float) else value <= target
+
+
+def summarise_results(parts: dict[str, dict[str, Any]], started: str) -> dict[str, Any]:
+    """The flat results (the keys the brief asks for), then the details of each part."""
+    bare = _get(parts, "bare_pipe", "events_per_s")
+    one = _get(parts, "pipeline_1_worker", "events_per_s")
+    two = _get(parts, "pipeline_2_workers", "events_per_s")
+    two_per_worker = _get(parts, "pipeline_2_workers", "events_per_s_per_worker")
+    p50 = _get(parts, "pipeline_1_worker", "latency", "p50_s")
+    p99 = _get(parts, "pipeline_1_worker", "latency", "p99_s")
+    ours = _get(parts, "attribution", "journeys_seconds", "total")
+    theirs = _get(parts, "attribution", "channelattribution_seconds", "total")
+    growth = _get(parts, "identity", "growth_vs_linear")
+    ratios = {
+        "pipeline_1_worker_vs_bare_pipe": _ratio(one, bare),
+        "pipeline_2_workers_vs_bare_pipe": _ratio(two, bare),
+        "pipeline_2_workers_vs_1_worker": _ratio(two, one),
+        "attribution_vs_channelattribution": _ratio(ours, theirs),
+        "attribution_heuristics_vs_channelattribution": _get(
+            parts, "attribution", "ratios", "heuristics"
+        ),
+        "attribution_markov_vs_channelattribution": _get(parts, "attribution", "ratios", "markov"),
+    }
+    targets = {
+        "pipeline_1_worker_at_least_25pct_of_bare_pipe": _at_least(
+            ratios["pipeline_1_worker_vs_bare_pipe"], TARGET_PIPELINE_SHARE
+        ),
+        "pipeline_at_least_20000_per_s_per_worker_1_worker": _at_least(one, TARGET_PER_WORKER),
+        "pipeline_at_least_20000_per_s_per_worker_2_workers": _at_least(
+            two_per_worker, TARGET_PER_WORKER
+        ),
+        "latency_p99_at_most_2_s": _at_most(p99, TARGET_P99_S),
+        "attribution_no_slower_than_channelattribution": _at_most(
+            ratios["attribution_vs_channelattribution"], 1.0
+        ),
+        "identity_memory_at_most_linear": _at_most(growth, 1.1),
+    }
+    return {
+        "bare_pipe_events_per_s": bare,
+        "pipeline_events_per_s_1_worker": one,
+        "pipeline_events_per_s_2_workers": two,
+        "latency_p50_s": p50,
+        "latency_p99_s": p99,
+        "attribution_seconds": ours,
+        "channelattribution_seconds": theirs,
+        "channelattribution_missing": _get(parts, "attribution", "channelattribution_missing"),
+        "identity_bytes_per_million": _get(parts, "identity", "bytes_per_million"),
+        "identity_bytes_method": _get(parts, "identity", "method"),
+        "ratios": ratios,
+        "targets": {
+            "pipeline_share_of_bare_pipe": TARGET_PIPELINE_SHARE,
+            "touchpoints_per_s_per_worker": TARGET_PER_WORKER,
+            "latency_p99_s": TARGET_P99_S,
+            "attribution_vs_channelattribution": 1.0,
+        },
+        "targets_met": targets,
+        "machine": machine(),
+        "started_at": started,
+        "finished_at": now_iso(),
+        "notes": [
+            "One run on a shared machine: absolute figures are noisy, compare the ratios.",
+            "Pipeline events/s: first produce to the last of the N touchpoints visible in "
+            "ClickHouse `touchpoints` (the table waited on); all_stages_* also waits for "
+            "the other tables to go quiet.",
+            "Latency: produce time of each event to the return of the chDB insert of its "
+            "row, at a steady rate of a quarter of the measured throughput, 1 worker.",
+        ],
+        "details": parts,
+    }
+
+
+def _fmt(value: Any, unit: str = "") -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool):
+        return "yes" if value else "NO"
+    if unit == "MB" and isinstance(value, int | float):
+        return f"{value / 1e6:,.0f} MB"
+    if isinstance(value, float) and value < 100:
+        return f"{value:.3g}{unit}"
+    if isinstance(value, int | float):
+        return f"{value:,.0f}{unit}"
+    return str(value)
+
+
+def print_table(results: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    r, ratios, met = results, results["ratios"], results["targets_met"]
+    table = Table(title=f"Journeys benchmark ({RESULTS.relative_to(REPO)})")
+    for col in ("measurement", "value", "target", "met"):
+        table.add_column(col, justify="left" if col == "measurement" else "right")
+    rows: list[tuple[str, Any, str, Any]] = [
+        ("bare pipe (consume+decode+insert), events/s", r["bare_pipe_events_per_s"], "", None),
+        (
+            "pipeline, 1 worker, touchpoints/s",
+            r["pipeline_events_per_s_1_worker"],
+            ">= 20,000",
+            met["pipeline_at_least_20000_per_s_per_worker_1_worker"],
+        ),
+        (
+            "pipeline, 2 workers, touchpoints/s",
+            r["pipeline_events_per_s_2_workers"],
+            ">= 20,000 / worker",
+            met["pipeline_at_least_20000_per_s_per_worker_2_workers"],
+        ),
+        (
+            "pipeline 1 worker / bare pipe",
+            ratios["pipeline_1_worker_vs_bare_pipe"],
+            ">= 0.25",
+            met["pipeline_1_worker_at_least_25pct_of_bare_pipe"],
+        ),
+        ("pipeline 2 workers / bare pipe", ratios["pipeline_2_workers_vs_bare_pipe"], "", None),
+        ("latency p50, s", r["latency_p50_s"], "", None),
+        ("latency p99, s", r["latency_p99_s"], "<= 2", met["latency_p99_at_most_2_s"]),
+        ("attribute --paths 100k paths, s", r["attribution_seconds"], "", None),
+        ("ChannelAttribution (heuristics + markov), s", r["channelattribution_seconds"], "", None),
+        (
+            "attribution / ChannelAttribution",
+            ratios["attribution_vs_channelattribution"],
+            "<= 1",
+            met["attribution_no_slower_than_channelattribution"],
+        ),
+        (
+            "identity tables, bytes per million identifiers",
+            r["identity_bytes_per_million"],
+            "linear",
+            met["identity_memory_at_most_linear"],
+        ),
+    ]
+    for name, value, target, ok in rows:
+        unit = "MB" if "bytes" in name else ""
+        table.add_row(name, _fmt(value, unit), target, _fmt(ok) if ok is not None else "")
+    console = Console(width=max(100, Console().width))
+    console.print(table)
+    m = r["machine"]
+    console.print(
+        f"{m['cores']} cores, Python {m['python']}, load {m['load_average_at_start']}; "
+        "one run on a shared machine: compare ratios. Method: docs/performance.md"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=20_000, help="touchpoints per run")
+    parser.add_argument("--warm-up", type=int, default=2_000, help="warm-up touchpoints")
+    parser.add_argument("--identifiers", type=int, default=200_000, help="identity sample")
+    parser.add_argument("--latency-seconds", type=float, default=15.0)
+    parser.add_argument("--profile-seconds", type=float, default=15.0, help="0: no py-spy")
+    parser.add_argument("--repeat", type=int, default=3, help="bare pipe and attribution")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=("bare_pipe", "pipeline_1_worker", "pipeline_2_workers", "attribution", "identity"),
+        help="run only these parts (repeatable)",
+    )
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    started = now_iso()
+    sizes = ["--events", str(args.events), "--warm-up", str(args.warm_up)]
+    e2e = [*sizes, "--latency-seconds", str(args.latency_seconds)]
+    plan: dict[str, tuple[str, list[str], float]] = {
+        "bare_pipe": ("bare_pipe", [*sizes, "--repeat", str(args.repeat)], 300),
+        "pipeline_1_worker": (
+            "pipeline_e2e",
+            [*e2e, "--workers", "1", "--profile-seconds", str(args.profile_seconds)],
+            420,
+        ),
+        "pipeline_2_workers": ("pipeline_e2e", [*e2e, "--workers", "2"], 420),
+        "attribution": ("attribution", ["--repeat", str(args.repeat)], 300),
+        "identity": ("identity", ["--identifiers", str(args.identifiers)], 300),
+    }
+    data = _step("data", "data", sizes, 300)
+    parts: dict[str, dict[str, Any]] = {"data": data}
+    for name, (module, extra, timeout) in plan.items():
+        if args.only and name not in args.only:
+            continue
+        parts[name] = _step(name, module, extra, timeout)
+    spy = _get(parts, "pipeline_1_worker", "py_spy_profile")
+    if spy and Path(spy).exists():
+        parts["profile_1_worker"] = summarise(Path(spy))
+    results = summarise_results(parts, started)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print_table(results)
+    print(f"[bench] wrote {args.out}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
