@@ -867,6 +867,24 @@ def _other_channels(
                     "client_details": {"accept_language": "en-US", "user_agent": "Mozilla/5.0"},
                 }
             )
+            # One online order in five is collected in a store (BOPIS): a local-pickup
+            # shipping line and the pickup location.
+            if rng.random() < 0.2:
+                location, code = rng.choice(STORES)
+                o["location_id"] = location
+                line = {"code": "Pickup in store", "title": f"Pickup at {code}", "price": "0.00"}
+            else:
+                line = {"code": "Standard", "title": "Standard Shipping", "price": "4.99"}
+            o["shipping_lines"] = [
+                {
+                    "id": 271878346596 + len(shopify),
+                    **line,
+                    "source": "shopify",
+                    "carrier_identifier": None,
+                    "requested_fulfillment_service_id": None,
+                    "delivery_category": None,
+                }
+            ]
             shopify.append((at, o, p.person))
         # store orders rung up on Shopify POS
         if (p.loyalty_id or p.phone) and rng.random() < 0.15:

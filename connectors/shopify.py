@@ -83,6 +83,23 @@ _EVENT_TYPES = {
 }
 
 
+def _pickup_line(order: Mapping[str, Any]) -> str | None:
+    """The title of a local-pickup shipping line (``code``/``title`` naming a pickup),
+    or None when the order ships."""
+    lines = order.get("shipping_lines")
+    if lines is None:
+        return None
+    if not isinstance(lines, list):
+        raise FieldError("shipping_lines", "expected a JSON array")
+    for n, line in enumerate(lines):
+        if not isinstance(line, Mapping):
+            raise FieldError(f"shipping_lines[{n}]", "expected a JSON object")
+        text = " ".join(str(line.get(k) or "") for k in ("code", "title", "delivery_category"))
+        if "pickup" in text.lower().replace("-", "").replace(" ", ""):
+            return str(line.get("title") or line.get("code") or "pickup")[:128]
+    return None
+
+
 class ShopifySource:
     name: str = "shopify"
     formats: tuple[str, ...] = ("jsonl",)
@@ -111,9 +128,15 @@ class ShopifySource:
             page_url=landing if kind == "online" else None,
             sales_channel=source_name,
         )
-        store_id = opt_str(record, "location_id", 64) if kind == "pos" else None
+        pickup = _pickup_line(record) if kind == "online" else None
+        store_id = opt_str(record, "location_id", 64) if kind == "pos" or pickup else None
         identifiers, dropped = self._identifiers(record)
         properties: dict[str, str] = {"sales_channel": kind}
+        if pickup is not None:
+            # Bought online, picked up in store (BOPIS): still an online conversion of its
+            # acquisition channel; the pickup store is kept for the online-to-store view.
+            properties["fulfillment"] = "pickup"
+            properties["pickup_location"] = pickup
         if dropped:
             properties["invalid_identifiers"] = ",".join(dropped)
         for field, prop in (

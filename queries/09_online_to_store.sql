@@ -9,8 +9,9 @@
 --   when the journey holds no web or app session). A store purchase is a conversion whose
 --   event is a store_purchase (POS CSV, Shopify POS orders); an online touch is a web or
 --   app session (source segment). store_conversions sums to the store purchases.
---   within_window counts those with an online visit in the last bopis_hours: the sources
---   carry no fulfilment method, so this is the proxy for buy-online-pick-up-in-store.
+--   within_window counts those with an online visit in the last bopis_hours (research
+--   online, buy in store). Orders bought online and collected in a store (Shopify
+--   local-pickup orders) are counted by 15_bopis.sql.
 -- FINAL: needed on journeys (ReplacingMergeTree by version). The touchpoints subqueries
 --   only build sets of event ids, where duplicate rows change nothing, so they skip FINAL.
 WITH

@@ -238,6 +238,19 @@ def test_device_mix_and_new_vs_returning_cover_every_conversion(pipeline: Pipeli
     assert {r["customer"] for r in customers} <= {"new", "returning"}
 
 
+def test_bopis_counts_every_pickup_order(pipeline: PipelineRun) -> None:
+    rows = query(pipeline, by_name()["15_bopis"])
+    pickups = int(
+        pipeline.scalar(
+            "SELECT count() FROM {db}.touchpoints FINAL "
+            "WHERE source = 'shopify' AND properties['fulfillment'] = 'pickup'"
+        )
+    )
+    assert pickups > 0
+    assert sum(int(r["pickup_orders"]) for r in rows) == pickups
+    assert all(0 < float(r["share_of_online"]) <= 1 for r in rows)
+
+
 def test_since_parameter_filters(pipeline: PipelineRun) -> None:
     qf = by_name()["01_channel_credit_by_model"]
     late = query(pipeline, qf, since="2099-01-01")

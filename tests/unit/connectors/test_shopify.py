@@ -56,6 +56,40 @@ def test_an_online_order_without_campaign_follows_its_referrer() -> None:
     assert tp.channel == "direct"
 
 
+# The shipping_lines entry as Shopify's Order resource documents it (id, code, title,
+# price, source, carrier_identifier, requested_fulfillment_service_id, ...).
+PICKUP_LINE = {
+    "id": 271878346596884015,
+    "carrier_identifier": None,
+    "code": "Pickup in store",
+    "delivery_category": None,
+    "discounted_price": "0.00",
+    "phone": None,
+    "price": "0.00",
+    "requested_fulfillment_service_id": None,
+    "source": "shopify",
+    "title": "Pickup at NYC-05",
+    "tax_lines": [],
+    "discount_allocations": [],
+}
+
+
+def test_an_online_order_collected_in_store_is_bopis() -> None:
+    rec = dict(order("online"), shipping_lines=[PICKUP_LINE], location_id=905684977)
+    (tp,) = SOURCE.map(rec, NOW)
+    assert tp.event_type == "purchase"  # still the online store's conversion...
+    assert tp.channel == "paid_search"  # ...credited to how the shopper arrived
+    assert tp.properties["fulfillment"] == "pickup"
+    assert tp.properties["pickup_location"] == "Pickup at NYC-05"
+    assert tp.store_id == "905684977"
+    shipped = dict(PICKUP_LINE, code="Standard", title="Standard Shipping", price="4.99")
+    (tp,) = SOURCE.map(dict(order("online"), shipping_lines=[shipped]), NOW)
+    assert "fulfillment" not in tp.properties
+    assert tp.store_id is None
+    with pytest.raises(FieldError, match="shipping_lines"):
+        SOURCE.map(dict(order("online"), shipping_lines={"code": "x"}), NOW)
+
+
 def test_a_pos_order_is_a_store_purchase_at_its_location() -> None:
     (tp,) = SOURCE.map(order("pos"), NOW)
     assert tp.event_type == "store_purchase"
