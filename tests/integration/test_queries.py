@@ -251,6 +251,38 @@ def test_bopis_counts_every_pickup_order(pipeline: PipelineRun) -> None:
     assert all(0 < float(r["share_of_online"]) <= 1 for r in rows)
 
 
+def test_markov_under_the_latest_snapshot_credits_every_conversion_once(
+    pipeline: PipelineRun,
+) -> None:
+    per_conversion = pipeline.service.query(
+        "SELECT conversion_event_id, sum(credit), any(model_version) "
+        "FROM journeys.markov_credit_latest GROUP BY conversion_event_id"
+    )[1]
+    assert len(per_conversion) == pipeline.counts["converted"]
+    assert all(float(c) == pytest.approx(1.0) for _e, c, _v in per_conversion)
+    latest = {str(v) for _e, _c, v in per_conversion}
+    assert len(latest) == 1 and latest != {""}
+    # Where the stream used that same snapshot, both give each channel the same credit.
+    (version,) = latest
+    streamed = pipeline.service.query(
+        "SELECT conversion_event_id, channel, sum(credit) FROM journeys.attribution_current "
+        f"WHERE model = 'markov' AND model_version = '{version}' "
+        "GROUP BY conversion_event_id, channel"
+    )[1]
+    view = {
+        (str(e), str(ch)): float(c)
+        for e, ch, c in pipeline.service.query(
+            "SELECT conversion_event_id, channel, credit FROM journeys.markov_credit_latest"
+        )[1]
+    }
+    for event, channel, credit in streamed:
+        assert view[(str(event), str(channel))] == pytest.approx(float(credit)), event
+    rows = query(pipeline, by_name()["16_markov_latest_by_channel"])
+    assert sum(float(r["conversions"]) for r in rows) == pytest.approx(
+        pipeline.counts["converted"], abs=0.0005 * len(rows) + 1e-6
+    )
+
+
 def test_since_parameter_filters(pipeline: PipelineRun) -> None:
     qf = by_name()["01_channel_credit_by_model"]
     late = query(pipeline, qf, since="2099-01-01")
