@@ -95,6 +95,11 @@ class Settings(BaseSettings):
         description="chdb://PATH (embedded engine) or http(s)://user:pass@host:port/db.",
     )
     clickhouse_database: str = "journeys"
+    clickhouse_cluster: str | None = Field(
+        None,
+        description="A ClickHouse cluster name (remote_servers): migrations run ON CLUSTER "
+        "with Replicated engines, and the sink writes <table>_all Distributed tables.",
+    )
     topic_prefix: str = Field("journeys", description="Prefix of every Kafka topic name.")
     partitions: int = Field(8, ge=1, description="Partitions of the keyed topics.")
     replication_factor: int = Field(1, ge=1)

@@ -32,7 +32,9 @@ class SinkService:
         self.settings = settings
         self.serde = serde or AvroSerde.from_dir(settings.schemas_dir, settings.schema_registry_url)
         self.client: LockedClient = connect(settings.clickhouse_url, settings.clickhouse_database)
-        self.applied = migrate(self.client, settings.clickhouse_database)
+        self.applied = migrate(
+            self.client, settings.clickhouse_database, settings.clickhouse_cluster
+        )
         self.sink = ClickHouseSink(settings, self.client, self.serde)
         self.stop_event = threading.Event()
         self.thread = threading.Thread(target=self._run, name="clickhouse-sink", daemon=True)

@@ -139,11 +139,56 @@ class Migration:
     def checksum(self) -> str:
         return hashlib.sha256(self.sql.encode()).hexdigest()[:16]
 
-    def statements(self, database: str) -> list[str]:
+    def statements(self, database: str, cluster: str | None = None) -> list[str]:
         body = "\n".join(
             line for line in self.sql.splitlines() if not line.lstrip().startswith("--")
         )
-        return [s.strip().format(db=database) for s in body.split(";") if s.strip()]
+        out = [s.strip().format(db=database) for s in body.split(";") if s.strip()]
+        return [on_cluster(s, cluster) for s in out] if cluster else out
+
+
+#: Data tables and the key that shards them on a cluster: rows that replace each other
+#: (same ORDER BY key) must land on the same shard, so the key is the table's own.
+SHARDED_TABLES: dict[str, str] = {
+    "touchpoints": "event_id",
+    "identities": "identifier_value",
+    "identity_merges": "change_id",
+    "journeys": "journey_id",
+    "attribution": "conversion_event_id",
+    "dead_letters": "dead_letter_id",
+    "attribution_models": "model",
+}
+_CREATE = re.compile(
+    r"^(CREATE\s+(?:TABLE|VIEW|MATERIALIZED\s+VIEW|DATABASE)\s+(?:IF\s+NOT\s+EXISTS\s+)?"
+    r"[\w.]+)",
+    re.IGNORECASE,
+)
+_ALTER = re.compile(r"^(ALTER\s+TABLE\s+[\w.]+)", re.IGNORECASE)
+_ENGINE = re.compile(
+    r"ENGINE\s*=\s*((?:Replacing|Summing|Aggregating|Collapsing|VersionedCollapsing)?"
+    r"MergeTree)\b"
+)
+
+
+def on_cluster(statement: str, cluster: str) -> str:
+    """*statement* for every node of *cluster*: ``ON CLUSTER`` after the object's name and
+    the replicated variant of a MergeTree engine (its ZooKeeper path and replica name come
+    from the server's ``default_replica_path`` / ``default_replica_name``)."""
+    if not _IDENT.match(cluster):
+        raise SinkError(f"cluster name {cluster!r} is not a plain identifier")
+    statement = _CREATE.sub(lambda m: f"{m.group(1)} ON CLUSTER {cluster}", statement, count=1)
+    statement = _ALTER.sub(lambda m: f"{m.group(1)} ON CLUSTER {cluster}", statement, count=1)
+    return _ENGINE.sub(lambda m: f"ENGINE = Replicated{m.group(1)}", statement)
+
+
+def distributed_statements(database: str, cluster: str) -> list[str]:
+    """``<table>_all`` Distributed tables over the replicated ones, sharded by their key."""
+    return [
+        f"CREATE TABLE IF NOT EXISTS {database}.{table}_all ON CLUSTER {cluster} "
+        f"AS {database}.{table} "
+        f"ENGINE = Distributed({cluster}, {database}, {table}, cityHash64({key}))"
+        for table, key in SHARDED_TABLES.items()
+    ]
 
 
 def load_migrations() -> list[Migration]:
@@ -153,20 +198,23 @@ def load_migrations() -> list[Migration]:
     return out
 
 
-def migrate(client: LockedClient, database: str) -> list[str]:
+def migrate(client: LockedClient, database: str, cluster: str | None = None) -> list[str]:
     """Apply the migrations not yet recorded in ``{database}.schema_migrations``.
 
     Idempotent; returns the names applied now. A recorded migration whose file has
-    changed since is an error: write a new migration instead.
+    changed since is an error: write a new migration instead. With *cluster*
+    (``JOURNEYS_CLICKHOUSE_CLUSTER``) every statement runs ``ON CLUSTER`` with replicated
+    engines, and ``<table>_all`` Distributed tables are created over the data tables.
     """
     if not _IDENT.match(database):
         raise SinkError(f"database name {database!r} is not a plain identifier")
-    client.command(f"CREATE DATABASE IF NOT EXISTS {database}")
-    client.command(
+    for statement in (
+        f"CREATE DATABASE IF NOT EXISTS {database}",
         f"CREATE TABLE IF NOT EXISTS {database}.schema_migrations "
         "(version UInt32, name String, checksum String, applied_at DateTime64(3, 'UTC')) "
-        "ENGINE = ReplacingMergeTree(applied_at) ORDER BY version"
-    )
+        "ENGINE = ReplacingMergeTree(applied_at) ORDER BY version",
+    ):
+        client.command(on_cluster(statement, cluster) if cluster else statement)
     _, rows = client.query_rows(f"SELECT version, checksum FROM {database}.schema_migrations FINAL")
     applied = {int(r[0]): str(r[1]) for r in rows}
     done = []
@@ -178,7 +226,7 @@ def migrate(client: LockedClient, database: str) -> list[str]:
                     f"(checksum {applied[mig.version]} -> {mig.checksum}); add a new one instead"
                 )
             continue
-        for statement in mig.statements(database):
+        for statement in mig.statements(database, cluster):
             try:
                 client.command(statement)
             except Exception as exc:  # noqa: BLE001 - driver errors vary by transport
@@ -193,6 +241,9 @@ def migrate(client: LockedClient, database: str) -> list[str]:
         )
         done.append(mig.name)
         log.info("applied migration %s", mig.name)
+    if cluster:
+        for statement in distributed_statements(database, cluster):
+            client.command(statement)
     return done
 
 

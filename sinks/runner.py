@@ -34,6 +34,7 @@ from sinks.clickhouse import (
     IDENTITY_MERGES,
     JOURNEYS,
     MODEL_COLUMNS,
+    SHARDED_TABLES,
     TOUCHPOINTS,
     LockedClient,
     TableSpec,
@@ -89,6 +90,7 @@ class ClickHouseSink:
         self.client = client
         self.serde = serde
         self.db = settings.clickhouse_database
+        self.cluster = settings.clickhouse_cluster
         topics = Topics.from_settings(settings)
         self.routes: dict[str, str] = {
             topics.person_touchpoints.name: "Touchpoint",
@@ -217,6 +219,10 @@ class ClickHouseSink:
         self.stats.batches += 1
         self.stats.last_commit = time.monotonic()
 
+    def _target(self, table: str) -> str:
+        """The table inserts go to: the Distributed ``<table>_all`` on a cluster."""
+        return f"{table}_all" if self.cluster and table in SHARDED_TABLES else table
+
     def _erase(self, change: dict[str, Any]) -> None:
         """A ``FORGET`` change: delete the person's rows everywhere (lightweight deletes).
 
@@ -234,17 +240,18 @@ class ClickHouseSink:
         )
         persons = [person, *(str(r[0]) for r in rows if r[0])]
         where = "person_id IN {ps:Array(String)}"
+        on = f" ON CLUSTER {self.cluster}" if self.cluster else ""
         for table in ("touchpoints", "journeys", "attribution", "identities"):
-            self.client.command(f"DELETE FROM {db}.{table} WHERE {where}", {"ps": persons})
+            self.client.command(f"DELETE FROM {db}.{table}{on} WHERE {where}", {"ps": persons})
         self.client.command(
-            f"DELETE FROM {db}.identity_merges WHERE {where} "
+            f"DELETE FROM {db}.identity_merges{on} WHERE {where} "
             "OR absorbed_person_id IN {ps:Array(String)}",
             {"ps": persons},
         )
         for ident in change.get("identifiers") or ():
             if ident["type"] in ("email_sha256", "phone_sha256"):
                 self.client.command(
-                    f"DELETE FROM {db}.dead_letters WHERE position(payload, {{v:String}}) > 0",
+                    f"DELETE FROM {db}.dead_letters{on} WHERE position(payload, {{v:String}}) > 0",
                     {"v": ident["value"]},
                 )
         log.info("erased person %s (%d persons with the absorbed ones)", person, len(persons))
@@ -254,7 +261,9 @@ class ClickHouseSink:
         token = pending.token(table)
         while True:
             try:
-                self.client.insert(table, pending.rows, self._columns(table), self.db, token)
+                self.client.insert(
+                    self._target(table), pending.rows, self._columns(table), self.db, token
+                )
                 self.stats.rows[table] += len(pending.rows)
                 return
             except Exception as exc:  # noqa: BLE001 - any driver failure means "retry later"

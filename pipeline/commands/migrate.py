@@ -27,7 +27,7 @@ def run(_args: argparse.Namespace) -> int:
         return 0
     try:
         client = connect(cfg.clickhouse_url, cfg.clickhouse_database)
-        applied = migrate(client, cfg.clickhouse_database)
+        applied = migrate(client, cfg.clickhouse_database, cfg.clickhouse_cluster)
         client.close()
     except SinkError as exc:
         return fail(str(exc))
