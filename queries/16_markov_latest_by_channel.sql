@@ -7,7 +7,8 @@
 --   with the latest snapshot (view markov_credit_latest); streamed is the credit the
 --   stream gave with the snapshot it held (attribution_current, bootstrap = linear before
 --   the first snapshot). Both columns sum to the converted journeys.
--- FINAL: inside the view (journeys); attribution_current needs none.
+-- FINAL: not needed here: the view reads journeys with FINAL, and attribution_current
+--   keeps only the latest version of each conversion.
 SELECT
     channel,
     round(sum(m.credit), 3) AS conversions,
