@@ -65,17 +65,11 @@ generate: $(STAMP) ## write sample logs to var/sample
 replay: $(STAMP) ## publish a log: make replay LOG=path SOURCE=segment
 	$(BIN)/journeys replay $(LOG) --source $(SOURCE)
 
-# replay-sample: every generated file holds a few malformed records on purpose, so each
-# replay exits non-zero after publishing them as dead letters; the `-` prefix lets make
-# go on to the next file.
-replay-sample: generate ## generate the sample logs and replay them (needs `make run` elsewhere)
-	-$(BIN)/journeys replay var/sample/segment.jsonl --source segment
-	-$(BIN)/journeys replay var/sample/sendgrid.jsonl --source sendgrid
-	-$(BIN)/journeys replay var/sample/twilio.jsonl --source twilio
-	-$(BIN)/journeys replay var/sample/shopify.jsonl --source shopify
-	-$(BIN)/journeys replay var/sample/pos.csv --source pos
-	-$(BIN)/journeys replay var/sample/ads.csv --source ads
-	-$(BIN)/journeys replay var/sample/interactions.jsonl --source interactions
+# replay-sample: the generated files hold a few malformed records on purpose, so the
+# replay exits 1 after publishing them as dead letters; the `-` prefix lets make go on.
+# --source auto merges the seven sources in event time, as they happened.
+replay-sample: generate ## generate the sample logs and replay all sources (needs `make run` elsewhere)
+	-$(BIN)/journeys replay var/sample/*.jsonl var/sample/*.csv --source auto
 
 query: $(STAMP) ## run SQL: make query SQL="SELECT ..."
 	$(BIN)/journeys query "$(SQL)"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import glob
 import gzip
+import heapq
 import io
 import json
 import time
@@ -19,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from connectors.base import ConnectorError, Rejected, Source, map_record
+from connectors.base import ConnectorError, Rejected, Source, lone_surrogate, map_record
 from pipeline.core.model import Touchpoint
 
 MAX_LINE_BYTES = 1_000_000
@@ -94,13 +95,23 @@ def iter_jsonl(
             yield location, raw[:4096], None, f"line longer than {MAX_LINE_BYTES} bytes"
             continue
         try:
-            yield location, raw, json.loads(raw.decode("utf-8")), None
+            parsed = json.loads(raw.decode("utf-8"))
         except UnicodeDecodeError:
             yield location, raw, None, "not valid UTF-8"
         except json.JSONDecodeError as exc:
             yield location, raw, None, f"invalid JSON at column {exc.colno}: {exc.msg}"
         except RecursionError:
             yield location, raw[:4096], None, "JSON nested too deeply"
+        else:
+            if lone_surrogate(raw, parsed):
+                yield (
+                    location,
+                    raw,
+                    None,
+                    "a string holds a lone UTF-16 surrogate (\\ud800-\\udfff)",
+                )
+            else:
+                yield location, raw, parsed, None
 
 
 def iter_csv(path: Path, stream: IO[bytes]) -> Iterator[Item]:
@@ -152,9 +163,47 @@ class Throttle:
             time.sleep(ahead)
 
 
+@dataclass
+class _Step:
+    """One record of one file, mapped: its touchpoints or its rejection."""
+
+    at: float  # event time of its touchpoints (epoch s); the file's last one for a rejection
+    touchpoints: list[Touchpoint]
+    rejected: Rejected | None
+    done_bytes: int  # bytes of all files read so far, for the progress bar
+
+
+def _steps(
+    path: Path,
+    source: Source,
+    follow: Callable[[], bool] | None,
+    done_before: int,
+) -> Iterator[_Step]:
+    fmt = file_format(path)
+    if fmt not in source.formats:
+        raise ConnectorError(
+            f"{path}: source {source.name!r} reads {', '.join(source.formats)}, not {fmt}"
+        )
+    last_at = float("-inf")
+    with _open(path) as stream:
+        raw_stream: Any = getattr(stream, "fileobj", stream)
+        items = iter_jsonl(path, stream, follow) if fmt == "jsonl" else iter_csv(path, stream)
+        for location, raw, record, error in items:
+            received = datetime.now(UTC)
+            if error is not None:
+                rejected: Rejected | None = Rejected(source.name, error, raw, location)
+                touchpoints: list[Touchpoint] = []
+            else:
+                mapped = map_record(source, record, raw, received, location)
+                rejected, touchpoints = mapped.rejected, mapped.touchpoints
+            if touchpoints:
+                last_at = max(last_at, min(tp.occurred_at.timestamp() for tp in touchpoints))
+            yield _Step(last_at, touchpoints, rejected, done_before + raw_stream.tell())
+
+
 def replay_files(
     paths: list[Path],
-    source: Source,
+    source: Source | list[Source],
     emit: Callable[[Touchpoint], None],
     reject: Callable[[Rejected], None],
     rate: float | None = None,
@@ -164,54 +213,74 @@ def replay_files(
 ) -> ReplayStats:
     """Map every record of *paths* with *source*; ``emit`` touchpoints, ``reject`` the rest.
 
-    ``on_progress(bytes_done, records)`` is called every few thousand records.
+    With one source the files are read one after the other. With a list of sources (one
+    per path, e.g. the generated sample's files) the files are read side by side and
+    merged in event time, so that the pipeline sees the channels interleaved as they
+    happened, not one month of e-mail after one month of web traffic (which its
+    watermark would call late). Each file should be in time order; ``follow`` is for
+    one source only. ``on_progress(bytes_done, records)`` is called every few thousand
+    records.
     """
     stats = ReplayStats()
     throttle = Throttle(rate)
-    done_bytes = 0
-    for index, path in enumerate(paths):
-        fmt = file_format(path)
-        if fmt not in source.formats:
-            raise ConnectorError(
-                f"{path}: source {source.name!r} reads {', '.join(source.formats)}, not {fmt}"
-            )
-        stats.files += 1
-        last = index == len(paths) - 1
+    sources = source if isinstance(source, list) else [source] * len(paths)
+    if len(sources) != len(paths):
+        raise ConnectorError("replay: one source per file is needed")
 
-        def keep_following() -> bool:
-            if should_stop():
-                return False
-            time.sleep(0.25)
-            return True
+    def keep_following() -> bool:
+        if should_stop():
+            return False
+        time.sleep(0.25)
+        return True
 
-        with _open(path) as stream:
-            items = (
-                iter_jsonl(path, stream, keep_following if follow and last else None)
-                if fmt == "jsonl"
-                else iter_csv(path, stream)
-            )
-            for location, raw, record, error in items:
-                stats.records += 1
-                received = datetime.now(UTC)
-                if error is not None:
-                    rejected: Rejected | None = Rejected(source.name, error, raw, location)
-                    touchpoints: list[Touchpoint] = []
-                else:
-                    mapped = map_record(source, record, raw, received, location)
-                    rejected, touchpoints = mapped.rejected, mapped.touchpoints
-                if rejected is not None:
-                    stats.note(rejected)
-                    reject(rejected)
-                for tp in touchpoints:
-                    emit(tp)
-                stats.touchpoints += len(touchpoints)
-                throttle.tick(max(1, len(touchpoints)))
-                if on_progress is not None and stats.records % 2000 == 0:
-                    raw_stream: Any = getattr(stream, "fileobj", stream)
-                    on_progress(done_bytes + raw_stream.tell(), stats.records)
-                if should_stop():
-                    return stats
-        done_bytes += path.stat().st_size
-        if on_progress is not None:
-            on_progress(done_bytes, stats.records)
+    def one_by_one() -> Iterator[_Step]:
+        done = 0
+        for index, (path, src) in enumerate(zip(paths, sources, strict=True)):
+            stats.files += 1
+            last = index == len(paths) - 1
+            yield from _steps(path, src, keep_following if follow and last else None, done)
+            done += path.stat().st_size
+
+    def merged() -> Iterator[_Step]:
+        stats.files += len(paths)
+        offsets = [0] * len(paths)
+        streams = [
+            ((step.at, i, step) for step in _steps(path, src, None, 0))
+            for i, (path, src) in enumerate(zip(paths, sources, strict=True))
+        ]
+        for _at, i, step in heapq.merge(*streams, key=lambda item: (item[0], item[1])):
+            offsets[i] = step.done_bytes
+            step.done_bytes = sum(offsets)
+            yield step
+
+    mixed = isinstance(source, list) and len({s.name for s in sources}) > 1
+    if mixed and follow:
+        raise ConnectorError("replay: --follow reads one source")
+    for step in merged() if mixed else one_by_one():
+        stats.records += 1
+        if step.rejected is not None:
+            stats.note(step.rejected)
+            reject(step.rejected)
+        for tp in step.touchpoints:
+            emit(tp)
+        stats.touchpoints += len(step.touchpoints)
+        throttle.tick(max(1, len(step.touchpoints)))
+        if on_progress is not None and stats.records % 2000 == 0:
+            on_progress(step.done_bytes, stats.records)
+        if should_stop():
+            return stats
+    if on_progress is not None:
+        on_progress(sum(p.stat().st_size for p in paths), stats.records)
     return stats
+
+
+def source_of_file(path: Path, names: Iterable[str]) -> str:
+    """The source a file's name starts with (``pos.csv``, ``sendgrid-2026-10.jsonl.gz``)."""
+    stem = path.name.lower()
+    for name in sorted(names, key=len, reverse=True):
+        if stem.startswith(name) and (len(stem) == len(name) or not stem[len(name)].isalpha()):
+            return name
+    raise ConnectorError(
+        f"{path}: --source auto names the source by the file name, which starts with none "
+        f"of: {', '.join(sorted(names))}"
+    )

@@ -12,6 +12,11 @@ examples:
   journeys replay var/sample/segment.jsonl --source segment
   journeys replay 'logs/2026-10-*.jsonl.gz' --source segment --rate 5000
   journeys replay stores.csv --source pos
+  journeys replay var/sample/*.jsonl var/sample/*.csv --source auto
+
+--source auto takes each file's source from its name and merges the files of several
+sources in event time: the pipeline's watermark follows event time, so replaying one
+source's month after another's would make the second one late.
 
 Every line becomes touchpoints or a dead letter (journeys.dead-letters) whose error
 names the file, the line and the field. The exit code is 1 when any line was rejected.
@@ -31,7 +36,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("paths", nargs="+", metavar="PATH", help="files or globs (.jsonl, .csv, .gz)")
     p.add_argument(
-        "--source", required=True, choices=sorted(SOURCES), help="the format of the files"
+        "--source",
+        required=True,
+        choices=[*sorted(SOURCES), "auto"],
+        help="the format of the files; auto: each file's name starts with its source "
+        "(pos.csv, sendgrid-2026-10.jsonl.gz) and files of several sources are merged in "
+        "event time",
     )
     p.add_argument("--rate", type=float, default=None, help="at most N events per second")
     p.add_argument(
@@ -59,9 +69,17 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.topics import ensure_topics
 
     cfg = settings()
+    from connectors.base import Source
+    from connectors.registry import SOURCES
+    from connectors.replay import source_of_file
+
     try:
-        source = get_source(args.source)
         paths = expand_paths(args.paths)
+        source: Source | list[Source] = (
+            [get_source(source_of_file(p, SOURCES)) for p in paths]
+            if args.source == "auto"
+            else get_source(args.source)
+        )
     except ConnectorError as exc:
         return fail(str(exc), 2)
     if not kafka_answers(cfg.kafka_bootstrap, client_config=cfg.kafka_config()):

@@ -78,3 +78,46 @@ def test_unknown_formats_and_missing_files_are_clear(tmp_path: Path) -> None:
     (tmp_path / "x.csv").write_text("a,b\n1,2\n")
     with pytest.raises(ConnectorError, match="reads jsonl, not csv"):
         run([tmp_path / "x.csv"])
+
+
+def test_files_of_several_sources_are_merged_in_event_time(tmp_path: Path) -> None:
+    from connectors.generate import generate
+    from connectors.registry import SOURCES, get_source
+    from connectors.replay import replay_files, source_of_file
+
+    gen = generate(tmp_path, people=25, days=10, seed=4, malformed_share=0.02)
+    paths = sorted(p for p in tmp_path.iterdir() if p.suffix in (".jsonl", ".csv"))
+    paths = [p for p in paths if not p.name.endswith("truth.csv")]
+    names = [source_of_file(p, SOURCES) for p in paths]
+    assert sorted(names) == sorted(SOURCES)
+    emitted: list[Touchpoint] = []
+    rejected: list[Rejected] = []
+    stats = replay_files(paths, [get_source(n) for n in names], emitted.append, rejected.append)
+    assert stats.records == sum(gen.files.values())
+    assert stats.touchpoints == len(emitted) and stats.rejected == len(rejected) > 0
+    assert {tp.source for tp in emitted} == set(SOURCES)
+    times = [tp.occurred_at for tp in emitted]
+    # every file is in time order, so the merge is too (a record's touchpoints may
+    # straddle a few seconds: an interaction's start and end)
+    late = [b for a, b in zip(times, times[1:], strict=False) if (a - b).total_seconds() > 3600]
+    assert not late
+    # one source after the other is what the merge avoids
+    one_by_one: list[Touchpoint] = []
+    for path, name in zip(paths, names, strict=True):
+        replay_files([path], get_source(name), one_by_one.append, lambda _r: None)
+    jumps = [
+        b
+        for a, b in zip(one_by_one, one_by_one[1:], strict=False)
+        if (a.occurred_at - b.occurred_at).total_seconds() > 86400
+    ]
+    assert jumps
+
+
+def test_the_source_of_a_file_is_read_from_its_name() -> None:
+    from connectors.registry import SOURCES
+    from connectors.replay import source_of_file
+
+    assert source_of_file(Path("var/pos.csv"), SOURCES) == "pos"
+    assert source_of_file(Path("sendgrid-2026-10.jsonl.gz"), SOURCES) == "sendgrid"
+    with pytest.raises(ConnectorError, match="starts with none of"):
+        source_of_file(Path("possibly.csv"), SOURCES)
