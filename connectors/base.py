@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -69,12 +70,33 @@ def map_record(
         map_array = getattr(source, "map_array", None)
         if isinstance(record, list) and map_array is not None:
             touchpoints: list[Touchpoint] = map_array(record, received_at)
+            if not record:
+                # One record in, nothing out would be a silent loss: events in = stored +
+                # dead letters.
+                raise FieldError("$", "empty array: no events")
             return Mapped(touchpoints, None)
         if not isinstance(record, Mapping):
             raise FieldError("$", f"expected a JSON object, got {type(record).__name__}")
         return Mapped(source.map(record, received_at), None)
     except (FieldError, ModelError, ValueError) as exc:
         return Mapped([], Rejected(source.name, str(exc), raw, location))
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def lone_surrogate(raw: bytes, parsed: Any) -> bool:
+    """True when the JSON *raw* decoded to a string holding a lone UTF-16 surrogate
+    (``"\\ud800"``): valid JSON, but no UTF-8 (so no Avro record) can carry it."""
+    if not _SURROGATE_ESCAPE.search(raw):
+        return False
+    try:
+        json.dumps(parsed, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    except (ValueError, RecursionError):
+        return False
+    return False
 
 
 # ---- field helpers -------------------------------------------------------------------
