@@ -69,7 +69,9 @@ replay: $(STAMP) ## publish a log: make replay LOG=path SOURCE=segment
 # replay exits 1 after publishing them as dead letters; the `-` prefix lets make go on.
 # --source auto merges the seven sources in event time, as they happened.
 replay-sample: generate ## generate the sample logs and replay all sources (needs `make run` elsewhere)
-	-$(BIN)/journeys replay var/sample/*.jsonl var/sample/*.csv --source auto
+	-$(BIN)/journeys replay --source auto var/sample/segment.jsonl var/sample/sendgrid.jsonl \
+		var/sample/twilio.jsonl var/sample/shopify.jsonl var/sample/interactions.jsonl \
+		var/sample/pos.csv var/sample/ads.csv
 
 query: $(STAMP) ## run SQL: make query SQL="SELECT ..."
 	$(BIN)/journeys query "$(SQL)"

@@ -12,7 +12,7 @@ examples:
   journeys replay var/sample/segment.jsonl --source segment
   journeys replay 'logs/2026-10-*.jsonl.gz' --source segment --rate 5000
   journeys replay stores.csv --source pos
-  journeys replay var/sample/*.jsonl var/sample/*.csv --source auto
+  journeys replay var/sample/*.jsonl var/sample/pos.csv var/sample/ads.csv --source auto
 
 --source auto takes each file's source from its name and merges the files of several
 sources in event time: the pipeline's watermark follows event time, so replaying one
