@@ -7,11 +7,14 @@ read-only queries for everyone else (see :mod:`sinks.query_server`).
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 import threading
 from collections.abc import Sequence
 from typing import Any
+
+from pydantic import SecretStr
 
 from pipeline.broker import _die_with_parent
 from pipeline.serde import AvroSerde
@@ -71,6 +74,18 @@ class SinkService:
         if self.reader is not None:
             self.reader.close()
         self.client.close()
+
+
+def child_env(cfg: Settings) -> dict[str, str]:
+    """The environment that gives a child ``journeys`` process exactly *cfg*."""
+    env = dict(os.environ)
+    for name, value in cfg.model_dump().items():
+        key = f"JOURNEYS_{name.upper()}"
+        if value is None:
+            env.pop(key, None)
+            continue
+        env[key] = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+    return env
 
 
 def spawn(command: Sequence[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,7 +26,9 @@ GROUP BY channel ORDER BY linear DESC
 """
 CHANNEL_SQL = """
 SELECT channel, count() AS touchpoints, uniqExact(person_id) AS persons,
-       countIf(event_type = 'order_completed') AS orders, round(sum(revenue), 2) AS revenue
+       countIf(event_type IN ('order_completed', 'purchase', 'store_purchase',
+                              'marketplace_purchase')) AS orders,
+       round(sum(revenue), 2) AS revenue
 FROM {db}.touchpoints FINAL
 GROUP BY channel ORDER BY touchpoints DESC
 """
@@ -48,8 +51,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
         help="generate sample data, replay it through the stack, print the result",
-        description="Like `journeys run`, but it also generates sample logs, replays them, "
-        "waits until ClickHouse holds every event, prints touchpoints per channel and stops.",
+        description="Like `journeys run`, but it also generates sample logs of every source, "
+        "replays them merged in event time, waits until ClickHouse holds every event, prints "
+        "touchpoints per channel and the credit of every model, writes the HTML report and "
+        "stops. Its state (ClickHouse, worker tables) lives under --out, apart from "
+        "`journeys run`'s, and starts empty each time.",
     )
     p.add_argument("--people", type=int, default=300, help="customers to simulate (300)")
     p.add_argument("--days", type=int, default=30, help="days of event time (30)")
@@ -63,8 +69,8 @@ def run(args: argparse.Namespace) -> int:
 
     from connectors.generate import generate
     from connectors.publisher import Publisher
-    from connectors.registry import get_source
-    from connectors.replay import replay_files
+    from connectors.registry import SOURCES, get_source
+    from connectors.replay import replay_files, source_of_file
     from pipeline.broker import BrokerError
     from pipeline.commands.run import embedded_stack
     from pipeline.stack import SinkService
@@ -72,20 +78,34 @@ def run(args: argparse.Namespace) -> int:
     from sinks.clickhouse import SinkError
     from sinks.report.data import ReportError, fetch_report
 
-    cfg = settings()
+    out_dir: Path = args.out
+    stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime())
+    for state in (out_dir / "clickhouse", out_dir / "worker"):
+        if state.exists():
+            shutil.rmtree(state)  # the demo's own state: every demo starts empty
+    cfg = settings().model_copy(
+        update={
+            "clickhouse_url": f"chdb://{out_dir / 'clickhouse'}",
+            "data_dir": out_dir / "worker",
+            "topic_prefix": f"demo{stamp}",
+            "worker_id": f"journeys-demo-{stamp}",
+        }
+    )
     db = cfg.clickhouse_database
     started = time.monotonic()
-    gen = generate(args.out, people=args.people, days=args.days)
+    gen = generate(out_dir, people=args.people, days=args.days)
+    files = [out_dir / name for name in gen.files]
     console.print(
-        f"generated {gen.messages:,} Segment messages for {gen.people} people in {args.out}/"
+        f"generated {sum(gen.files.values()):,} records of {len(files)} sources for "
+        f"{gen.people} people in {out_dir}/"
     )
     try:
         with stop_on_signals() as stop, embedded_stack(cfg, stop) as service:
             assert isinstance(service, SinkService)
             publisher = Publisher(cfg, service.serde)
             stats = replay_files(
-                [args.out / "segment.jsonl"],
-                get_source("segment"),
+                files,
+                [get_source(source_of_file(path, SOURCES)) for path in files],
                 publisher.touchpoint,
                 lambda rej: publisher.rejected(rej, "replay"),
             )
@@ -137,11 +157,16 @@ def run(args: argparse.Namespace) -> int:
             credits.add_row(*(str(v) for v in row))
         out.print(credits)
     console.print(
-        f"events in = {stats.records:,} = {stored:,} touchpoints + {dead:,} dead letters "
-        f"({time.monotonic() - started:.0f}s). Explore: journeys run, then journeys query ..."
+        f"{stats.records:,} records in: {stored:,} touchpoints + {dead:,} dead letters "
+        f"({time.monotonic() - started:.0f}s)."
     )
     from pipeline.commands.report import write_html
 
-    path = write_html(report, args.out / "report.html")
+    path = write_html(report, out_dir / "report.html")
     console.print(f"report: {path.resolve()}", highlight=False)
+    console.print(
+        f"Explore the demo's data: JOURNEYS_CLICKHOUSE_URL=chdb://{out_dir / 'clickhouse'} "
+        "journeys query 'SELECT ...'",
+        highlight=False,
+    )
     return 0

@@ -33,7 +33,7 @@ def embedded_stack(
     """Broker (if needed), topics, ClickHouse sink in this process, worker (and the HTTP
     collector) as children."""
     from pipeline.broker import ensure_broker
-    from pipeline.stack import SinkService, spawn, stop_process
+    from pipeline.stack import SinkService, child_env, spawn, stop_process
     from pipeline.topics import ensure_topics
 
     with ensure_broker(cfg.kafka_bootstrap, log_path=Path("var/log/broker.log")) as broker:
@@ -42,9 +42,10 @@ def embedded_stack(
             shutil.rmtree(cfg.data_dir)
         ensure_topics(cfg)
         service = SinkService(cfg).start()
-        children = [spawn(["worker"])]
+        env = child_env(cfg)  # the children run with these settings, not only the environment's
+        children = [spawn(["worker"], env=env)]
         if with_collector:
-            children.append(spawn(["collect"]))
+            children.append(spawn(["collect"], env=env))
         try:
             yield service
         finally:
@@ -71,7 +72,7 @@ def run(_args: argparse.Namespace) -> int:
                 f"[bold green]Journeys is running[/]: Kafka {cfg.kafka_bootstrap}, "
                 f"ClickHouse {cfg.clickhouse_url_redacted}. Ctrl-C stops everything.\n"
                 "  collect: http://127.0.0.1:8088/v1/track (write key dev), /webhooks/...\n"
-                "  replay:  journeys replay var/sample/segment.jsonl --source segment\n"
+                "  replay:  make replay-sample (or journeys replay FILE --source NAME)\n"
                 '  query:   journeys query "SELECT channel, count() FROM journeys.touchpoints '
                 'FINAL GROUP BY channel"'
             )
