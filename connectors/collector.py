@@ -48,7 +48,7 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from connectors.base import Mapped, Rejected, Source, map_record
+from connectors.base import Mapped, Rejected, Source, lone_surrogate, map_record
 from connectors.interactions import InteractionsSource
 from connectors.segment import MESSAGE_TYPES, SegmentSource
 from connectors.sendgrid import SendGridSource
@@ -286,7 +286,7 @@ def _parse_json(body: bytes) -> Any:
     if not body.strip():
         raise _Refused(400, "$", "empty body; expected JSON", "invalid_request")
     try:
-        return json.loads(body)
+        data = json.loads(body)
     except UnicodeDecodeError as exc:
         raise _Refused(400, "$", "not valid UTF-8", "invalid_request") from exc
     except json.JSONDecodeError as exc:
@@ -298,6 +298,10 @@ def _parse_json(body: bytes) -> Any:
         ) from exc
     except RecursionError as exc:
         raise _Refused(400, "$", "JSON nested too deeply", "invalid_request") from exc
+    if lone_surrogate(body, data):
+        # Valid JSON, but no UTF-8 string (so no Kafka record) can hold it.
+        raise _Refused(400, "$", "a string holds a lone UTF-16 surrogate", "invalid_request")
+    return data
 
 
 def _raw_of(item: Any) -> bytes:
@@ -321,6 +325,16 @@ class _Collector:
         )
 
     # -- plumbing ----------------------------------------------------------------------
+
+    def _scrub(self, raw: bytes) -> bytes:
+        """*raw* without its ``writeKey`` value, nor any configured write key wherever it
+        appears (a key sent in a misspelt field is still a secret). Keys shorter than 8
+        characters (the development key ``dev``) are too common a substring to replace."""
+        raw = _scrub_secrets(raw)
+        for key in self._keys:
+            if len(key) >= 8:
+                raw = raw.replace(key, b"<redacted>")
+        return raw
 
     async def _read_body(self, request: web.Request) -> bytes:
         limit = self.config.max_body_bytes
@@ -361,7 +375,7 @@ class _Collector:
                 ) from too_large
             outcome = await work(body, received)
         except _Refused as refused:
-            rej = Rejected(source, str(refused), _scrub_secrets(body), path)
+            rej = Rejected(source, str(refused), self._scrub(body), path)
             log.warning("%s %s: %s", path, refused.status, _log_text(str(refused)))
             if not await self._stored(path, [], [rej]):
                 return _json_error(503, "$", "the broker did not acknowledge", "unavailable")
@@ -431,7 +445,7 @@ class _Collector:
         outcome = _Outcome(one=one)
         for i, item in enumerate(items):
             location = path if one else f"{path}#{i}"
-            raw = _scrub_secrets(_raw_of(item))
+            raw = self._scrub(_raw_of(item))
             mapped: Mapped = map_record(source, item, raw, received, location)
             outcome.touchpoints.extend(mapped.touchpoints)
             if mapped.rejected is not None:

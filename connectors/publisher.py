@@ -36,6 +36,8 @@ def dead_letter_record(
 ) -> dict[str, Any]:
     """A ``DeadLetter`` record; its id is deterministic, so a replay adds no duplicate."""
     payload = redact(raw)
+    # Errors may quote the offending value ("expected a number, got 'ana@example.com'").
+    error = redact(error.encode("utf-8", "replace")).decode("utf-8", "replace")
     where = location or (f"{topic}[{partition}]@{offset}" if topic is not None else "")
     key = f"{source}|{stage}|{where}|".encode() + payload
     return {
