@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator, MutableMapping
 from typing import Any
 
 import faust
+from faust.transport.drivers.aiokafka import Producer as AIOKafkaProducer
+from faust.types import ProducerT
 
 from pipeline.agents.identity import IdentityOwner, IdentityRouter
 from pipeline.agents.journeys import JourneyStep, ModelLearner, SnapshotCache
-from pipeline.agents.messages import UPSTREAM_HEADER, Out
+from pipeline.agents.messages import UPSTREAM_HEADER
+from pipeline.agents.output import OutputProducer
 from pipeline.core.identity import IdentityGraph, IdentityStores
 from pipeline.rules import load_rules
 from pipeline.serde import AvroSerde
@@ -23,12 +27,81 @@ def _broker_url(bootstrap: str) -> str:
     return ";".join(f"kafka://{h.strip()}" for h in bootstrap.split(",") if h.strip())
 
 
-def create_app(settings: Settings, serde: AvroSerde | None = None) -> faust.App:
-    """Build the Faust app for *settings* (no I/O until it starts)."""
+class _FlushingProducer(AIOKafkaProducer):
+    """Faust's producer (the tables' changelogs), whose flush also flushes the outputs.
+
+    Faust flushes its producer before it commits offsets, when partitions are revoked
+    and when the worker stops: the agents' outputs are then acknowledged too.
+    """
+
+    async def flush(self) -> None:
+        await super().flush()
+        output = getattr(self.app, "output", None)
+        if output is not None:
+            await output.flush()
+
+
+class WorkerApp(faust.App):
+    """A Faust app whose agents produce through :class:`OutputProducer`."""
+
+    output: OutputProducer | None = None
+
+    def _new_producer(self) -> ProducerT:
+        return _FlushingProducer(self.transport, loop=self.loop, beacon=self.beacon)
+
+
+class _OneLookupReads(MutableMapping[str, Any]):
+    """A Faust table whose ``get`` reads its store once.
+
+    ``table.get(key)`` asks the store whether the key exists, then reads it (two RocksDB
+    lookups, with Faust's layers around each); the identity graph reads about ten keys
+    per event. Writes and deletes go through the table, so they still reach the
+    changelog.
+    """
+
+    def __init__(self, table: Any) -> None:
+        self.table = table
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.table.data.get(key, default)
+
+    def __getitem__(self, key: str) -> Any:
+        value = self.table.data.get(key)
+        if value is None:
+            raise KeyError(key)
+        return value
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.table[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self.table[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.table
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.table)
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+
+def create_app(
+    settings: Settings, serde: AvroSerde | None = None, *, recovery_consistency_check: bool = True
+) -> faust.App:
+    """Build the Faust app for *settings* (no I/O until it starts).
+
+    *recovery_consistency_check* is Faust's check that a table's locally persisted offset
+    is not past its changelog's high watermark; the worker turns it off on the embedded
+    Tansu broker, whose high watermark lags behind multi-record batches
+    (:func:`pipeline.broker.is_tansu`), so that a worker restarted after ``kill -9``
+    recovers instead of refusing to start.
+    """
     serde = serde or AvroSerde.from_dir(settings.schemas_dir, settings.schema_registry_url)
     topics = Topics.from_settings(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    app = faust.App(
+    app = WorkerApp(
         settings.worker_id,
         broker=_broker_url(settings.kafka_bootstrap),
         broker_credentials=settings.faust_credentials(),
@@ -40,26 +113,30 @@ def create_app(settings: Settings, serde: AvroSerde | None = None) -> faust.App:
         broker_heartbeat_interval=max(0.5, settings.session_timeout_s / 6),
         consumer_auto_offset_reset="earliest",
         web_enabled=False,
-        producer_linger_ms=5,
+        producer_linger_ms=20,
+        producer_max_batch_size=256 * 1024,
+        table_standby_replicas=settings.table_standby_replicas,
         table_cleanup_interval=60.0,
+        recovery_consistency_check=recovery_consistency_check,
     )
+
+    @app.task
+    async def _larger_producer_buffer() -> None:
+        app.producer.buffer.max_messages = 10_000
 
     def raw_topic(name: str, partitions: int) -> Any:
         return app.topic(name, key_serializer="raw", value_serializer="raw", partitions=partitions)
 
     source = raw_topic(topics.touchpoints.name, topics.touchpoints.partitions)
     outputs = {spec.name: raw_topic(spec.name, spec.partitions) for spec in topics.all()}
-
-    async def send(out: Out) -> None:
-        await outputs[out.topic].send(
-            key=out.key, value=out.value, headers=list(out.headers) or None
-        )
+    output = app.output = OutputProducer(settings.kafka_config())
+    send = output.send_all
 
     # -- identity: the graph's stores are tables of the one-partition owner topic ------
     # use_partitioner: the fast path reads them from events of other topics (a plain
     # table would read the store of the current event's partition number).
     def owner_table(name: str) -> Any:
-        return app.Table(name, default=None, partitions=1, use_partitioner=True)
+        return _OneLookupReads(app.Table(name, default=None, partitions=1, use_partitioner=True))
 
     rules = load_rules(settings.rules_file)
     graph = IdentityGraph(
@@ -79,8 +156,7 @@ def create_app(settings: Settings, serde: AvroSerde | None = None) -> faust.App:
     async def identity_router(stream: Any) -> None:
         async for event in stream.events():
             msg = event.message
-            for out in router.process(event.value, msg.topic, msg.partition, msg.offset):
-                await send(out)
+            send(router.process(event.value, msg.topic, msg.partition, msg.offset))
 
     @app.agent(outputs[topics.identity_links.name], name="identity-owner")
     async def identity_owner(stream: Any) -> None:
@@ -89,15 +165,16 @@ def create_app(settings: Settings, serde: AvroSerde | None = None) -> faust.App:
         async for event in stream.events():
             msg = event.message
             headers = dict(msg.headers or ())
-            for out in owner.process(
-                event.value,
-                msg.topic,
-                msg.partition,
-                msg.offset,
-                headers.get(UPSTREAM_HEADER),
-                headers.get(CONTROL_HEADER),
-            ):
-                await send(out)
+            send(
+                owner.process(
+                    event.value,
+                    msg.topic,
+                    msg.partition,
+                    msg.offset,
+                    headers.get(UPSTREAM_HEADER),
+                    headers.get(CONTROL_HEADER),
+                )
+            )
 
     # -- journeys and attribution, keyed by person ------------------------------------
     states = app.Table(
@@ -113,15 +190,16 @@ def create_app(settings: Settings, serde: AvroSerde | None = None) -> faust.App:
         async for event in stream.events():
             msg = event.message
             headers = dict(msg.headers or ())
-            for out in journey_step.process(
-                event.value,
-                msg.topic,
-                msg.partition,
-                msg.offset,
-                headers.get(UPSTREAM_HEADER),
-                headers.get(CONTROL_HEADER),
-            ):
-                await send(out)
+            send(
+                journey_step.process(
+                    event.value,
+                    msg.topic,
+                    msg.partition,
+                    msg.offset,
+                    headers.get(UPSTREAM_HEADER),
+                    headers.get(CONTROL_HEADER),
+                )
+            )
 
     # -- the data-driven models learn from every closed path (one partition) -----------
     learner = ModelLearner(
@@ -138,7 +216,6 @@ def create_app(settings: Settings, serde: AvroSerde | None = None) -> faust.App:
         async for event in stream.events():
             learner.add(event.value)
             if learner.due():
-                for out in learner.refit():
-                    await send(out)
+                send(learner.refit())
 
     return app

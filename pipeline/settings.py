@@ -108,6 +108,14 @@ class Settings(BaseSettings):
     session_timeout_s: float = Field(
         6.0, description="Consumer session timeout; Tansu joins wait about half of it."
     )
+    table_standby_replicas: int = Field(
+        0,
+        ge=0,
+        description="Standby replicas of each worker table (Faust). 0 suits one machine, the "
+        "embedded default: a standby only doubles the table work there. Set 1 with workers "
+        "on several machines, so that a failover finds the tables ready and every worker's "
+        "identity fast path can read the identity tables.",
+    )
     model_refit_every: int = Field(
         50, ge=1, description="Refit markov and shapley after this many new closed paths."
     )

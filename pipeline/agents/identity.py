@@ -39,6 +39,56 @@ log = logging.getLogger(__name__)
 OWNER_KEY = b"owner"
 
 
+def _zigzag_varint(n: int) -> bytes:
+    """Avro's encoding of the non-negative ``long`` *n* (a string's length)."""
+    n <<= 1
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+_SAMPLE_TOUCHPOINT: dict[str, Any] = {
+    "event_id": "e",
+    "source": "s",
+    "source_event_id": None,
+    "occurred_at": 0,
+    "received_at": 0,
+    "channel": "direct",
+    "event_type": "page",
+    "identifiers": [{"type": "anonymous_id", "value": "a"}],
+    "campaign": None,
+    "referrer": None,
+    "device_type": None,
+    "store_id": None,
+    "order_id": None,
+    "revenue": None,
+    "currency": None,
+    "properties": {"k": "v"},
+    "person_id": None,
+}
+
+
+def _splice_header(serde: AvroSerde, encode: Any) -> bytes | None:
+    """The header of Touchpoints written with the current schema, if the router may set
+    ``person_id`` by splicing bytes (see :meth:`_Step._routed`); else None.
+
+    Checked once on a sample rather than assumed: the spliced bytes must equal what the
+    encoder writes, so a schema whose last field is not a nullable ``person_id`` string
+    turns the shortcut off.
+    """
+    try:
+        plain = encode(dict(_SAMPLE_TOUCHPOINT))
+        person = encode({**_SAMPLE_TOUCHPOINT, "person_id": "p-1"})
+    except SerdeError:
+        return None
+    if plain.endswith(b"\x00") and plain[:-1] + b"\x02\x06p-1" == person:
+        return plain[: 10 if serde.wire_format == "single-object" else 5]
+    return None
+
+
 def _identifiers(rec: dict[str, Any]) -> list[Identifier]:
     return [Identifier(i["type"], i["value"]) for i in rec.get("identifiers") or ()]
 
@@ -51,6 +101,7 @@ class _Step:
         self._encode_tp = serde.encoder("Touchpoint")
         self._encode_change = serde.encoder("IdentityChange")
         self._encode_dead = serde.encoder("DeadLetter")
+        self._tp_header = _splice_header(serde, self._encode_tp)
 
     def _decode(
         self, value: bytes, topic: str, partition: int, offset: int
@@ -64,12 +115,32 @@ class _Step:
             )
             return None, [Out(self.topics.dead_letters.name, b"pipeline", self._encode_dead(dead))]
 
-    def _routed(self, rec: dict[str, Any], person: str, upstream: bytes) -> Out:
+    def _routed(
+        self, rec: dict[str, Any], person: str, upstream: bytes, value: bytes | None = None
+    ) -> Out:
+        """The touchpoint *rec* with its person, for ``journeys.person-touchpoints``.
+
+        *value*, the bytes *rec* was decoded from, is reused when it can be: when it was
+        written with the current Touchpoint schema and without a person. ``person_id``
+        is that schema's last field, so its null (the union branch 0, one ``00`` byte)
+        ends the body; replacing that byte with branch 1 and the string gives exactly
+        the bytes the encoder would write, without encoding the record again.
+        """
+        person_key = person.encode()
+        encoded: bytes | None = None
+        if (
+            value is not None
+            and self._tp_header is not None
+            and rec.get("person_id") is None
+            and value.startswith(self._tp_header)
+            and value.endswith(b"\x00")
+        ):
+            encoded = value[:-1] + b"\x02" + _zigzag_varint(len(person_key)) + person_key
         rec["person_id"] = person
         return Out(
             self.topics.person_touchpoints.name,
-            person.encode(),
-            self._encode_tp(rec),
+            person_key,
+            encoded if encoded is not None else self._encode_tp(rec),
             ((UPSTREAM_HEADER, upstream),),
         )
 
@@ -97,7 +168,7 @@ class IdentityRouter(_Step):
                 )
             ]
         self.hits += 1
-        return [self._routed(rec, person, upstream)]
+        return [self._routed(rec, person, upstream, value)]
 
 
 class IdentityOwner(_Step):

@@ -108,6 +108,8 @@ class JourneyStep:
         rules: JourneyRules | None = None,
         config: AttributionConfig = DEFAULT_CONFIG,
         idle_after_s: float = 30.0,
+        watermark_persist_every: int = 1000,
+        watermark_persist_s: float = 1.0,
     ) -> None:
         self.topics = topics
         self.serde = serde
@@ -119,6 +121,11 @@ class JourneyStep:
         self.deadlines = _Deadlines()
         self.idle_after_s = idle_after_s
         self._last_seen: dict[int, dict[str, float]] = {}
+        self.watermark_persist_every = watermark_persist_every
+        self.watermark_persist_s = watermark_persist_s
+        self._maxima: dict[int, dict[str, int]] = {}
+        self._wm_unsaved: dict[int, int] = {}
+        self._wm_saved_at: dict[int, float] = {}
         self._deadlines_loaded: set[int] = set()
         self._encode_tp = serde.encoder("Touchpoint")
         self._encode_journey = serde.encoder("Journey")
@@ -136,22 +143,46 @@ class JourneyStep:
     def _watermark(self, partition: int, occurred_ms: int, upstream: str) -> int:
         """Event-time watermark of *partition*: the slowest active upstream, less lateness.
 
-        One maximum ``occurred_at`` is kept per upstream partition (persisted in the
-        table); an upstream silent for ``idle_after_s`` of wall time stops holding the
-        watermark back.
+        One maximum ``occurred_at`` is kept per upstream partition, in memory, and
+        persisted in the table at most every ``watermark_persist_every`` events or
+        ``watermark_persist_s`` seconds (one changelog message per event was a third of
+        this stage's table writes). After a restart the persisted maxima may be a little
+        behind: the watermark is then lower, which only accepts more events, never
+        drops one. An upstream silent for ``idle_after_s`` of wall time stops holding
+        the watermark back.
         """
-        key = WATERMARK_KEY.format(partition=partition)
-        maxima: dict[str, int] = dict(self.states.get(key) or {})
+        maxima = self._maxima.get(partition)
+        if maxima is None:
+            key = WATERMARK_KEY.format(partition=partition)
+            maxima = self._maxima[partition] = dict(self.states.get(key) or {})
+        now = time.monotonic()
         if occurred_ms > maxima.get(upstream, -1):
             maxima[upstream] = occurred_ms
-            self.states[key] = maxima
-        now = time.monotonic()
+            self._wm_unsaved[partition] = unsaved = self._wm_unsaved.get(partition, 0) + 1
+            saved_at = self._wm_saved_at.get(partition)
+            if (
+                unsaved >= self.watermark_persist_every
+                or saved_at is None
+                or now - saved_at >= self.watermark_persist_s
+            ):
+                self._persist_watermark(partition, maxima, now)
         seen = self._last_seen.setdefault(partition, {})
         seen[upstream] = now
         active = [
             ms for name, ms in maxima.items() if now - seen.get(name, now) <= self.idle_after_s
         ]
         return min(active or maxima.values()) - self.lateness_ms
+
+    def _persist_watermark(self, partition: int, maxima: dict[str, int], now: float) -> None:
+        """Write *partition*'s maxima (merged with the table's: after a rebalance another
+        worker may have advanced them) while an event of *partition* is current."""
+        key = WATERMARK_KEY.format(partition=partition)
+        for name, ms in (self.states.get(key) or {}).items():
+            if ms > maxima.get(name, -1):
+                maxima[name] = ms
+        self.states[key] = dict(maxima)
+        self._wm_unsaved[partition] = 0
+        self._wm_saved_at[partition] = now
 
     def process(
         self,

@@ -1,0 +1,149 @@
+"""The worker's shortcuts (docs/performance.md): the router's splice of ``person_id``
+into the bytes it received, the journey stage's throttled watermark writes, and the
+output producer's flush, which waits for what was produced before it, not for an empty
+queue."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from pipeline.agents.identity import IdentityRouter
+from pipeline.agents.journeys import WATERMARK_KEY, JourneyStep, SnapshotCache
+from pipeline.agents.messages import Out
+from pipeline.agents.output import OutputError, OutputProducer
+from pipeline.core.identity import IdentityGraph
+from pipeline.core.model import Identifier, Touchpoint, to_millis
+from pipeline.serde import AvroSerde
+from pipeline.settings import REPO_ROOT, Settings
+from pipeline.topics import Topics
+
+T0 = datetime(2026, 9, 1, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def serde() -> AvroSerde:
+    return AvroSerde.from_dir(REPO_ROOT / "schemas")
+
+
+def _touchpoint(person: str | None = None, **extra: Any) -> Touchpoint:
+    return Touchpoint(
+        event_id="e-1",
+        source="segment",
+        source_event_id=None,
+        occurred_at=T0,
+        received_at=T0,
+        channel="email",
+        event_type="page",
+        identifiers=(Identifier("user_id", "u-1"),),
+        properties={"path": "/é"},
+        person_id=person,
+        **extra,
+    )
+
+
+@pytest.mark.parametrize("person", ["p-1", "p-" + "x" * 200, "pérson-ü"])
+def test_the_router_splices_the_person_into_the_original_bytes(
+    serde: AvroSerde, person: str
+) -> None:
+    topics = Topics.from_settings(Settings(topic_prefix="unit"))
+    graph = IdentityGraph()
+    router = IdentityRouter(serde, topics, graph)
+    value = serde.encode("Touchpoint", _touchpoint().to_record())
+    graph.lookup = lambda *_a, **_k: person  # type: ignore[method-assign]
+    (out,) = router.process(value, topics.touchpoints.name, 0, 0)
+    expected = serde.encode("Touchpoint", _touchpoint(person).to_record())
+    assert out.value == expected
+    assert out.key == person.encode()
+    assert serde.decode(out.value)["person_id"] == person
+
+
+def test_a_touchpoint_that_already_has_a_person_is_encoded_again(serde: AvroSerde) -> None:
+    topics = Topics.from_settings(Settings(topic_prefix="unit"))
+    graph = IdentityGraph()
+    router = IdentityRouter(serde, topics, graph)
+    value = serde.encode("Touchpoint", _touchpoint("old").to_record())
+    graph.lookup = lambda *_a, **_k: "new"  # type: ignore[method-assign]
+    (out,) = router.process(value, topics.touchpoints.name, 0, 0)
+    assert serde.decode(out.value)["person_id"] == "new"
+
+
+def test_the_watermark_is_persisted_at_most_every_n_events(serde: AvroSerde) -> None:
+    topics = Topics.from_settings(Settings(topic_prefix="unit"))
+    states: dict[str, Any] = {}
+    step = JourneyStep(
+        serde,
+        topics,
+        states,
+        SnapshotCache({}),
+        watermark_persist_every=3,
+        watermark_persist_s=3600.0,
+    )
+    key = WATERMARK_KEY.format(partition=0)
+    t0 = to_millis(T0)
+    step._watermark(0, t0, "touchpoints[0]")
+    assert states[key] == {"touchpoints[0]": t0}  # the first change is written at once
+    step._watermark(0, t0 + 1, "touchpoints[0]")
+    step._watermark(0, t0 + 2, "touchpoints[0]")
+    assert states[key] == {"touchpoints[0]": t0}  # in memory only
+    step._watermark(0, t0 + 3, "touchpoints[0]")
+    assert states[key] == {"touchpoints[0]": t0 + 3}
+    # A maximum written by another worker (after a rebalance) is kept, never lowered.
+    states[key] = {"touchpoints[0]": t0 + 100}
+    for i in range(4, 7):
+        step._watermark(0, t0 + i, "touchpoints[0]")
+    assert states[key] == {"touchpoints[0]": t0 + 100}
+    # A restarted stage starts from what was persisted: behind, so it accepts more.
+    again = JourneyStep(serde, topics, states, SnapshotCache({}))
+    lateness = again.lateness_ms
+    assert again._watermark(0, t0, "touchpoints[0]") == t0 + 100 - lateness
+
+
+class _FakeProducer:
+    """confluent-kafka's Producer, with deliveries served on demand."""
+
+    def __init__(self) -> None:
+        self.queued: list[Any] = []
+        self.fail: set[int] = set()
+        self.deliver_now = 0
+
+    def produce(self, topic: str, **kwargs: Any) -> None:
+        self.queued.append(kwargs["on_delivery"])
+
+    def poll(self, _timeout: float = 0) -> int:
+        served = 0
+        while self.queued and self.deliver_now > 0:
+            callback = self.queued.pop(0)
+            self.deliver_now -= 1
+            index = callback.args[0]
+            callback("broker down" if index in self.fail else None, None)
+            served += 1
+        return served
+
+    def __len__(self) -> int:
+        return len(self.queued)
+
+
+def test_flush_waits_for_what_was_produced_before_it() -> None:
+    async def scenario() -> None:
+        fake = _FakeProducer()
+        out = OutputProducer({}, producer=fake)
+        for _ in range(3):
+            out.send(Out("t", b"k", b"v"))
+        flushing = asyncio.ensure_future(out.flush())
+        await asyncio.sleep(0.01)
+        assert not flushing.done()
+        out.send(Out("t", b"k", b"later"))  # produced after the flush began
+        fake.deliver_now = 3
+        await asyncio.wait_for(flushing, 1.0)  # the 4th is not waited for
+        assert len(fake) == 1
+        fake.fail = {4}
+        fake.deliver_now = 1
+        with pytest.raises(OutputError, match="broker down"):
+            await out.flush()
+        await out.close()
+
+    asyncio.run(scenario())
