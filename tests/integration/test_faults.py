@@ -465,6 +465,13 @@ def disturbed_run(ref: Reference, tmp: Path, kill_worker: bool, kill_sink: bool)
         )
         settled(expected_counts(stats, stack), cfg, 240, "the disturbed run", stack.check_alive)
         after = totals(stack.query, db)
+        journey_errors = {
+            str(r[0])
+            for r in stack.query(
+                f"SELECT DISTINCT splitByChar(':', error)[1] FROM {db}.dead_letters FINAL "
+                "WHERE stage = 'journey'"
+            )
+        }
         raw_count, raw_unique = (int(x) for x in stack.query(RAW_TOUCHPOINTS.format(db=db))[0])
         journeys, journey_ids = stack.query(UNIQUE_JOURNEYS.format(db=db))[0]
         bad_credit = stack.query(BAD_CREDIT.format(db=db))
@@ -478,6 +485,7 @@ def disturbed_run(ref: Reference, tmp: Path, kill_worker: bool, kill_sink: bool)
     assert raw_unique == int(unique) and raw_count >= raw_unique
     assert after.touchpoints == ref.totals.touchpoints
     assert after.dead_letters == ref.totals.dead_letters
+    assert journey_errors <= {"late_event"}, journey_errors
     # Journeys and credit: one row per journey_id, and every conversion's credit sums to 1
     # and to its revenue in every model. Their totals are not compared with the
     # undisturbed run (see the report of issue 7): which journeys have closed by the end
