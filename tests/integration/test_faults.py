@@ -415,11 +415,14 @@ def reference(broker: str, tmp_path_factory: pytest.TempPathFactory) -> Referenc
     return Reference(base, path, stats, result)
 
 
-def disturbed_run(ref: Reference, tmp: Path, kill_worker: bool, kill_sink: bool) -> None:
+def disturbed_run(
+    ref: Reference, tmp: Path, kill_worker: bool, kill_sink: bool, second_worker: bool = False
+) -> None:
     """Replay the reference log (slowly, so faults land mid-replay) into a fresh stack,
-    ``kill -9`` the worker and/or the sink on the way and restart them; then compare
-    what ClickHouse holds with the undisturbed totals."""
-    name = "w" * kill_worker + "s" * kill_sink
+    ``kill -9`` the worker and/or the sink on the way and restart them, or let a second
+    worker join the group and leave it again (two rebalances); then compare what
+    ClickHouse holds with the undisturbed totals."""
+    name = "w" * kill_worker + "s" * kill_sink + "2" * second_worker
     cfg = isolated(ref.base, tmp, name)
     db = cfg.clickhouse_database
     (tmp / name).mkdir()
@@ -431,7 +434,7 @@ def disturbed_run(ref: Reference, tmp: Path, kill_worker: bool, kill_sink: bool)
         stack.start_worker()
         # Slow enough that the faults hit while the log is still being published: about
         # 20 s of replay per fault (a restarted worker takes ~10 s to rejoin).
-        seconds = 20.0 * (int(kill_worker) + int(kill_sink))
+        seconds = 20.0 * (int(kill_worker) + int(kill_sink) + int(second_worker))
         rate = max(stats.records / seconds, 20.0)
         with replaying(cfg, ref.path, rate=rate) as (replay, done):
             wait_for(lambda: stack.count("touchpoints") > 0, 120, "the first touchpoints")
@@ -446,6 +449,30 @@ def disturbed_run(ref: Reference, tmp: Path, kill_worker: bool, kill_sink: bool)
                     120,
                     "the restarted worker's first touchpoints",
                 )
+            if second_worker:
+                # Same consumer group, its own table state: the partitions are shared
+                # out, then all come back to the first worker when the second stops.
+                env = {**stack.env, "JOURNEYS_DATA_DIR": str(tmp / name / "worker-2")}
+                out = (tmp / name / "second-worker.log").open("wb")
+                other = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+                    [*spawn_prefix(), "worker"],
+                    env=env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+                out.close()
+                try:
+                    at_join = stack.count("touchpoints")
+                    wait_for(
+                        lambda: stack.alive_and(lambda: stack.count("touchpoints") > at_join + 50),
+                        120,
+                        "touchpoints while two workers share the partitions",
+                    )
+                    assert other.poll() is None, "the second worker exited"
+                    assert replay.is_alive(), "the replay ended while two workers ran"
+                finally:
+                    stop_process(other)
             if kill_sink:
                 at_kill = stack.count("touchpoints")
                 wait_for(
@@ -514,6 +541,17 @@ def test_kill_9_of_the_worker_then_the_sink_mid_replay_loses_and_duplicates_noth
     letters, no duplicate, and whole credit for every conversion. The restart exercises
     table recovery on Tansu (see tests/integration/test_broker_quirks.py)."""
     disturbed_run(reference, tmp_path, kill_worker=True, kill_sink=True)
+
+
+@pytest.mark.timeout(300)
+def test_a_second_worker_joining_and_leaving_mid_replay_loses_and_duplicates_nothing(
+    reference: Reference, tmp_path: Path
+) -> None:
+    """Scale out and back in mid-replay: a second ``journeys worker`` joins the consumer
+    group (the partitions and their tables are shared out) and stops again (they come
+    back). ClickHouse ends with exactly the undisturbed touchpoints and dead letters, no
+    duplicate, and whole credit for every conversion."""
+    disturbed_run(reference, tmp_path, kill_worker=False, kill_sink=False, second_worker=True)
 
 
 # ---- b. ClickHouse unavailable for a while --------------------------------------------
