@@ -62,6 +62,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from connectors.pos import COLUMNS as POS_CSV_COLUMNS
 from pipeline.core.pii import hash_email, hash_phone
 
 #: (channel, weight, context.campaign, page query string, referrer)
@@ -587,20 +588,7 @@ STORES = ((905684977, "NYC-05"), (905684978, "BOS-01"), (905684979, "SFO-02"))
 MARKETPLACES = (("amazon", 1780363), ("ebay", 2417875), ("tiktok", 4383523))
 SHOP_NUMBER = "+15017250604"
 ACCOUNT_SID = "AC" + "a" * 32
-POS_COLUMNS = [
-    "transaction_id",
-    "timestamp",
-    "store_id",
-    "type",
-    "total",
-    "currency",
-    "loyalty_id",
-    "user_id",
-    "email",
-    "phone",
-    "register_id",
-    "items",
-]
+POS_COLUMNS = list(POS_CSV_COLUMNS)
 ADS_COLUMNS = [
     "click_id",
     "click_time",

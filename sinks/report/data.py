@@ -14,20 +14,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
+from pipeline.core.attribution import MODELS
 from sinks.report.sql import bind_sql
 
 Runner = Callable[[str], bytes]
 
-MODELS = (
-    "first_touch",
-    "last_touch",
-    "last_non_direct",
-    "linear",
-    "time_decay",
-    "position_based",
-    "markov",
-    "shapley",
-)
 
 #: Touches before the conversion shown in the Sankey.
 SANKEY_STEPS = 4
