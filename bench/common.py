@@ -16,22 +16,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from connectors.publisher import PRODUCER_CONF
 from pipeline.settings import Settings
 
 log = logging.getLogger("bench")
 
 REPO = Path(__file__).resolve().parent.parent
 WORK = REPO / "var" / "bench"
-
-#: librdkafka producer settings of :class:`connectors.publisher.Publisher`.
-PRODUCER_CONF: dict[str, Any] = {
-    "linger.ms": 20,
-    "batch.num.messages": 10000,
-    "compression.type": "lz4",
-    "enable.idempotence": False,
-    "acks": "all",
-    "log.connection.close": False,
-}
 
 #: librdkafka logs only warnings and errors (no "Purging ... background queue" notices).
 QUIET_CLIENT: dict[str, Any] = {"log_level": 4}

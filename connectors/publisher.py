@@ -54,6 +54,17 @@ def dead_letter_record(
     }
 
 
+#: librdkafka settings of the publisher (on top of the connection settings).
+PRODUCER_CONF: dict[str, Any] = {
+    "linger.ms": 20,
+    "batch.num.messages": 10000,
+    "compression.type": "lz4",
+    "enable.idempotence": False,
+    "acks": "all",
+    "log.connection.close": False,
+}
+
+
 class Publisher:
     """Produces Avro touchpoints and dead letters; :meth:`flush` waits for every ack."""
 
@@ -61,15 +72,7 @@ class Publisher:
         from confluent_kafka import Producer
 
         self.topics = Topics.from_settings(settings)
-        conf: dict[str, Any] = {
-            **settings.kafka_config(),
-            "linger.ms": 20,
-            "batch.num.messages": 10000,
-            "compression.type": "lz4",
-            "enable.idempotence": False,
-            "acks": "all",
-            "log.connection.close": False,
-        }
+        conf: dict[str, Any] = {**settings.kafka_config(), **PRODUCER_CONF}
         self.producer = producer or Producer(conf)
         self._encode_tp = serde.encoder("Touchpoint")
         self._encode_dl = serde.encoder("DeadLetter")

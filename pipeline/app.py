@@ -158,15 +158,15 @@ def create_app(
             msg = event.message
             send(router.process(event.value, msg.topic, msg.partition, msg.offset))
 
-    @app.agent(outputs[topics.identity_links.name], name="identity-owner")
-    async def identity_owner(stream: Any) -> None:
-        # One event at a time, so that Faust's current_event() names the partition whose
-        # changelog a table write belongs to.
+    async def each_event(stream: Any, process: Any) -> None:
+        """Feed *stream* to a step one event at a time (so that Faust's current_event()
+        names the partition whose changelog a table write belongs to), with the
+        upstream and control headers, and send what it returns."""
         async for event in stream.events():
             msg = event.message
             headers = dict(msg.headers or ())
             send(
-                owner.process(
+                process(
                     event.value,
                     msg.topic,
                     msg.partition,
@@ -175,6 +175,10 @@ def create_app(
                     headers.get(CONTROL_HEADER),
                 )
             )
+
+    @app.agent(outputs[topics.identity_links.name], name="identity-owner")
+    async def identity_owner(stream: Any) -> None:
+        await each_event(stream, owner.process)
 
     # -- journeys and attribution, keyed by person ------------------------------------
     states = app.Table(
@@ -187,19 +191,7 @@ def create_app(
 
     @app.agent(outputs[topics.person_touchpoints.name], name="journeys")
     async def journeys(stream: Any) -> None:
-        async for event in stream.events():
-            msg = event.message
-            headers = dict(msg.headers or ())
-            send(
-                journey_step.process(
-                    event.value,
-                    msg.topic,
-                    msg.partition,
-                    msg.offset,
-                    headers.get(UPSTREAM_HEADER),
-                    headers.get(CONTROL_HEADER),
-                )
-            )
+        await each_event(stream, journey_step.process)
 
     # -- the data-driven models learn from every closed path (one partition) -----------
     learner = ModelLearner(

@@ -47,8 +47,6 @@ def stack_settings(broker: str, tmp_path: Path, request: pytest.FixtureRequest) 
 
 def settings_env(cfg: Settings) -> dict[str, str]:
     """The environment that gives a child process *cfg*."""
-    env = dict(os.environ)
-    for name, value in cfg.model_dump().items():
-        if value is not None:
-            env[f"JOURNEYS_{name.upper()}"] = str(value)
-    return env
+    from pipeline.stack import child_env
+
+    return child_env(cfg)

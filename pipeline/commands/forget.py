@@ -70,7 +70,9 @@ def _request(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _quote(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    from sinks.report.sql import literal
+
+    return literal(value, "String")
 
 
 def _persons(db: str, request: dict[str, Any]) -> list[str]:

@@ -43,6 +43,7 @@ from pipeline.topics import Topics, ensure_topics
 from sinks.clickhouse import LockedClient
 from sinks.query_server import find_owner, remote_query
 from tests.conftest import settings_env
+from tests.integration.test_end_to_end import replay
 
 SINK_GROUP = "journeys-sink"
 RULE_MODELS = tuple(m for m in MODELS if m not in DATA_DRIVEN_MODELS)
@@ -644,14 +645,7 @@ def test_clickhouse_down_for_a_while_the_sink_backs_off_and_catches_up(
     try:
         flaky.down.set()
         service.start()
-        publisher = Publisher(cfg, service.serde)
-        stats = replay_files(
-            [path],
-            get_source("segment"),
-            publisher.touchpoint,
-            lambda rej: publisher.rejected(rej, "replay"),
-        )
-        publisher.flush()
+        stats = replay(cfg, service, path)
         assert stats.rejected == gen.malformed > 0
 
         # The worker's output piles up in the topics while the sink cannot write.
