@@ -1,24 +1,31 @@
-"""The Faust application: topics, tables and agents of the stream processors."""
+"""The worker: a Faust application that hosts the batch engine and the model learner.
+
+The hot path (identity router, identity owner, journey stage) runs in the batch engine
+(:mod:`pipeline.agents.engine`), a service of the Faust worker; the model learner,
+which sees one message per closed journey, is a Faust agent with Faust tables, and the
+model snapshots are a Faust global table that the journey stage reads.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Iterator, MutableMapping
 from typing import Any
 
 import faust
 from faust.transport.drivers.aiokafka import Producer as AIOKafkaProducer
 from faust.types import ProducerT
+from mode import Service
 
+from pipeline.agents.engine import Engine, Stage
 from pipeline.agents.identity import IdentityOwner, IdentityRouter
 from pipeline.agents.journeys import JourneyStep, ModelLearner, SnapshotCache
-from pipeline.agents.messages import UPSTREAM_HEADER
 from pipeline.agents.output import OutputProducer
 from pipeline.core.identity import IdentityGraph, IdentityStores
 from pipeline.rules import load_rules
 from pipeline.serde import AvroSerde
 from pipeline.settings import Settings
-from pipeline.topics import CONTROL_HEADER, Topics
+from pipeline.topics import Topics
 
 log = logging.getLogger(__name__)
 
@@ -45,51 +52,38 @@ class WorkerApp(faust.App):
     """A Faust app whose agents produce through :class:`OutputProducer`."""
 
     output: OutputProducer | None = None
+    #: The batch engine's service; ``journeys worker`` starts it with the app.
+    engine: EngineService | None = None
 
     def _new_producer(self) -> ProducerT:
         return _FlushingProducer(self.transport, loop=self.loop, beacon=self.beacon)
 
 
-class _OneLookupReads(MutableMapping[str, Any]):
-    """A Faust table whose ``get`` reads its store once.
+class EngineService(Service):
+    """Runs the batch engine (:mod:`pipeline.agents.engine`) on the worker's event loop."""
 
-    ``table.get(key)`` asks the store whether the key exists, then reads it (two RocksDB
-    lookups, with Faust's layers around each); the identity graph reads about ten keys
-    per event. Writes and deletes go through the table, so they still reach the
-    changelog.
-    """
+    def __init__(self, engine: Engine, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.engine = engine
 
-    def __init__(self, table: Any) -> None:
-        self.table = table
+    async def on_start(self) -> None:
+        self.engine.start()
 
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.table.data.get(key, default)
+    @Service.task
+    async def _consume(self) -> None:
+        while not self.should_stop:
+            # A batch is processed without yielding; between batches the loop serves
+            # Faust (the model learner, heartbeats) and the output producer's reports.
+            done = self.engine.poll()
+            await asyncio.sleep(0 if done else 0.005)
 
-    def __getitem__(self, key: str) -> Any:
-        value = self.table.data.get(key)
-        if value is None:
-            raise KeyError(key)
-        return value
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        self.table[key] = value
-
-    def __delitem__(self, key: str) -> None:
-        del self.table[key]
-
-    def __contains__(self, key: object) -> bool:
-        return key in self.table
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.table)
-
-    def __len__(self) -> int:
-        return len(self.table)
+    async def on_stop(self) -> None:
+        self.engine.close()
 
 
 def create_app(
     settings: Settings, serde: AvroSerde | None = None, *, recovery_consistency_check: bool = True
-) -> faust.App:
+) -> WorkerApp:
     """Build the Faust app for *settings* (no I/O until it starts).
 
     *recovery_consistency_check* is Faust's check that a table's locally persisted offset
@@ -127,71 +121,46 @@ def create_app(
     def raw_topic(name: str, partitions: int) -> Any:
         return app.topic(name, key_serializer="raw", value_serializer="raw", partitions=partitions)
 
-    source = raw_topic(topics.touchpoints.name, topics.touchpoints.partitions)
-    outputs = {spec.name: raw_topic(spec.name, spec.partitions) for spec in topics.all()}
+    closed_paths = raw_topic(topics.closed_paths.name, topics.closed_paths.partitions)
     output = app.output = OutputProducer(settings.kafka_config())
     send = output.send_all
 
-    # -- identity: the graph's stores are tables of the one-partition owner topic ------
-    # use_partitioner: the fast path reads them from events of other topics (a plain
-    # table would read the store of the current event's partition number).
-    def owner_table(name: str) -> Any:
-        return _OneLookupReads(app.Table(name, default=None, partitions=1, use_partitioner=True))
-
+    # -- the hot path: identity and journeys in the batch engine ------------------------
+    engine = Engine(settings, output)
+    app.engine = EngineService(engine)
     rules = load_rules(settings.rules_file)
+    identity = {
+        name: engine.table(f"identity-{name}", partitions=1)
+        for name in ("persons-by-identifier", "persons", "forwards", "links-seen", "shapes")
+    }
     graph = IdentityGraph(
         rules.identity,
         IdentityStores(
-            ident_to_person=owner_table("identity-persons-by-identifier"),
-            persons=owner_table("identity-persons"),
-            forward=owner_table("identity-forwards"),
-            links=owner_table("identity-links-seen"),
-            shapes=owner_table("identity-shapes"),
+            ident_to_person=identity["persons-by-identifier"],
+            persons=identity["persons"],
+            forward=identity["forwards"],
+            links=identity["links-seen"],
+            shapes=identity["shapes"],
         ),
     )
     router = IdentityRouter(serde, topics, graph)
     owner = IdentityOwner(serde, topics, graph)
+    engine.stage(Stage(topics.touchpoints.name, router.process, aligned=True))
+    engine.stage(Stage(topics.identity_links.name, owner.process, tuple(identity.values())))
 
-    @app.agent(source, name="identity-router")
-    async def identity_router(stream: Any) -> None:
-        async for event in stream.events():
-            msg = event.message
-            send(router.process(event.value, msg.topic, msg.partition, msg.offset))
-
-    async def each_event(stream: Any, process: Any) -> None:
-        """Feed *stream* to a step one event at a time (so that Faust's current_event()
-        names the partition whose changelog a table write belongs to), with the
-        upstream and control headers, and send what it returns."""
-        async for event in stream.events():
-            msg = event.message
-            headers = dict(msg.headers or ())
-            send(
-                process(
-                    event.value,
-                    msg.topic,
-                    msg.partition,
-                    msg.offset,
-                    headers.get(UPSTREAM_HEADER),
-                    headers.get(CONTROL_HEADER),
-                )
-            )
-
-    @app.agent(outputs[topics.identity_links.name], name="identity-owner")
-    async def identity_owner(stream: Any) -> None:
-        await each_event(stream, owner.process)
-
-    # -- journeys and attribution, keyed by person ------------------------------------
-    states = app.Table(
-        "journey-states", default=None, partitions=topics.person_touchpoints.partitions
-    )
+    states = engine.table("journey-states", partitions=topics.person_touchpoints.partitions)
     snapshots = app.GlobalTable("attribution-snapshots", default=None, partitions=1)
     journey_step = JourneyStep(
         serde, topics, states, SnapshotCache(snapshots), rules=rules.journeys
     )
-
-    @app.agent(outputs[topics.person_touchpoints.name], name="journeys")
-    async def journeys(stream: Any) -> None:
-        await each_event(stream, journey_step.process)
+    engine.stage(
+        Stage(
+            topics.person_touchpoints.name,
+            journey_step.process,
+            (states,),
+            release=journey_step.release,
+        )
+    )
 
     # -- the data-driven models learn from every closed path (one partition) -----------
     learner = ModelLearner(
@@ -203,7 +172,7 @@ def create_app(
         refit_every=settings.model_refit_every,
     )
 
-    @app.agent(outputs[topics.closed_paths.name], name="model-learner")
+    @app.agent(closed_paths, name="model-learner")
     async def model_learner(stream: Any) -> None:
         async for event in stream.events():
             learner.add(event.value)

@@ -26,6 +26,7 @@ carries ``forget`` requests of ``journeys forget`` to the owner the same way.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from pipeline.settings import Settings
@@ -94,17 +95,21 @@ class Topics:
 
 def ensure_topics(settings: Settings, topics: Topics | None = None, timeout: float = 15.0) -> None:
     """Create the topics that do not exist yet (idempotent)."""
+    ensure_specs(settings, (topics or Topics.from_settings(settings)).all(), timeout)
+
+
+def ensure_specs(settings: Settings, specs: Iterable[TopicSpec], timeout: float = 15.0) -> None:
+    """Create the topics of *specs* that do not exist yet (idempotent)."""
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    topics = topics or Topics.from_settings(settings)
     admin = AdminClient(settings.kafka_config())
     try:
         existing = admin.list_topics(timeout=timeout).topics
     except KafkaException as exc:
         raise TopicError(f"cannot list topics on {settings.kafka_bootstrap}: {exc}") from exc
     wanted = []
-    for spec in topics.all():
+    for spec in specs:
         if spec.name in existing:
             continue
         config = {"cleanup.policy": "compact"} if spec.compacted else {}

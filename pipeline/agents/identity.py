@@ -151,7 +151,15 @@ class IdentityRouter(_Step):
     hits = 0
     misses = 0
 
-    def process(self, value: bytes, topic: str, partition: int, offset: int) -> list[Out]:
+    def process(
+        self,
+        value: bytes,
+        topic: str,
+        partition: int,
+        offset: int,
+        _upstream: bytes | None = None,
+        _control: bytes | None = None,
+    ) -> list[Out]:
         rec, dead = self._decode(value, topic, partition, offset)
         if rec is None:
             return dead

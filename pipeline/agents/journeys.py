@@ -265,6 +265,14 @@ class JourneyStep:
         if loaded:
             log.info("partition %d: %d journey deadlines loaded from the table", partition, loaded)
 
+    def release(self, partition: int) -> None:
+        """Forget what is kept in memory for *partition*: this worker no longer holds it
+        (another worker may advance its watermark and deadlines before it comes back)."""
+        for per_partition in (self._maxima, self._wm_unsaved, self._wm_saved_at, self._last_seen):
+            per_partition.pop(partition, None)
+        self.deadlines.heaps.pop(partition, None)
+        self._deadlines_loaded.discard(partition)
+
     # -- identity merges -----------------------------------------------------------------
 
     def _control(

@@ -12,9 +12,11 @@ UPSTREAM_HEADER = "journeys-upstream"
 
 
 class Out(NamedTuple):
-    """One message for the app to send: topic, key, value (None: a tombstone), headers."""
+    """One message for the app to send: topic, key, value (None: a tombstone), headers,
+    and a partition (None: the producer's partitioner picks it from the key)."""
 
     topic: str
     key: bytes
     value: bytes | None
     headers: tuple[tuple[str, bytes], ...] = ()
+    partition: int | None = None

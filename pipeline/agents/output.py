@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -66,18 +67,24 @@ class OutputProducer:
     def produced(self) -> int:
         return self._seq
 
-    def _delivered(self, seq: int, err: Any, _msg: Any) -> None:
+    def _delivered(
+        self, seq: int, also: Callable[[Any, Any], None] | None, err: Any, msg: Any
+    ) -> None:
         self._pending.pop(seq, None)
         if err is not None:
             self._errors.append(str(err))
+        elif also is not None:
+            also(err, msg)
 
-    def send(self, out: Out) -> None:
-        """Queue *out* in librdkafka."""
+    def send(self, out: Out, on_delivery: Callable[[Any, Any], None] | None = None) -> None:
+        """Queue *out* in librdkafka; *on_delivery(err, msg)* is also called on its report."""
         if self._poller is None:
             self._start_poller()
         self._seq += 1
         seq = self._seq
         self._pending[seq] = None
+        extra: dict[str, Any] = {} if out.partition is None else {"partition": out.partition}
+        callback = partial(self._delivered, seq, on_delivery)
         while True:
             try:
                 self._producer.produce(
@@ -85,7 +92,8 @@ class OutputProducer:
                     value=out.value,
                     key=out.key,
                     headers=list(out.headers) or None,
-                    on_delivery=partial(self._delivered, seq),
+                    on_delivery=callback,
+                    **extra,
                 )
                 return
             except BufferError:
@@ -124,6 +132,19 @@ class OutputProducer:
             if oldest is None or oldest > target:
                 return
             await asyncio.sleep(0.002)
+
+    def flush_sync(self, timeout: float = 60.0) -> None:
+        """Block until every message queued so far is acknowledged; raise if one failed.
+
+        For the batch engine (:mod:`pipeline.agents.engine`), whose checkpoints run
+        between batches on the event loop's thread: nothing is produced meanwhile.
+        """
+        left = self._producer.flush(timeout)
+        if self._errors:
+            errors, self._errors = self._errors[:5], []
+            raise OutputError(f"output messages not delivered: {'; '.join(errors)}")
+        if left:
+            raise OutputError(f"{left} output messages not acknowledged after {timeout:.0f} s")
 
     async def close(self) -> None:
         await self.flush()

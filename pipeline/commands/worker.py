@@ -39,6 +39,9 @@ def run(args: argparse.Namespace) -> int:
             highlight=False,
         )
     app = create_app(cfg, recovery_consistency_check=not tansu)
-    worker = faust.Worker(app, loglevel="DEBUG" if args.verbose else "WARNING", quiet=True)
+    assert app.engine is not None
+    worker = faust.Worker(
+        app, app.engine, loglevel="DEBUG" if args.verbose else "WARNING", quiet=True
+    )
     worker.execute_from_commandline()
     return 0

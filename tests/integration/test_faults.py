@@ -35,6 +35,7 @@ from connectors.generate import generate
 from connectors.publisher import Publisher
 from connectors.registry import get_source
 from connectors.replay import ReplayStats, replay_files
+from pipeline.agents.engine import engine_group
 from pipeline.core.attribution import DATA_DRIVEN_MODELS, MODELS
 from pipeline.serde import AvroSerde
 from pipeline.settings import Settings
@@ -263,11 +264,10 @@ def committed_offsets(cfg: Settings, group: str, topics: list[str]) -> list[int]
 def quiescent(cfg: Settings, sink: bool = True) -> bool:
     """The worker (and the sink) have committed everything there is to read."""
     topics = Topics.from_settings(cfg)
-    worker_inputs = [
+    engine_inputs = [
         topics.touchpoints.name,
         topics.identity_links.name,
         topics.person_touchpoints.name,
-        topics.closed_paths.name,
     ]
     sink_inputs = [
         topics.person_touchpoints.name,
@@ -277,7 +277,10 @@ def quiescent(cfg: Settings, sink: bool = True) -> bool:
         topics.attribution_models.name,
         topics.dead_letters.name,
     ]
-    return group_lag(cfg, cfg.worker_id, worker_inputs) == 0 and (
+    return (
+        group_lag(cfg, engine_group(cfg), engine_inputs) == 0
+        and group_lag(cfg, cfg.worker_id, [topics.closed_paths.name]) == 0
+    ) and (
         not sink or group_lag(cfg, SINK_GROUP, sink_inputs) == 0
     )
 
