@@ -103,18 +103,23 @@ class Settings(BaseSettings):
     topic_prefix: str = Field("journeys", description="Prefix of every Kafka topic name.")
     partitions: int = Field(8, ge=1, description="Partitions of the keyed topics.")
     replication_factor: int = Field(1, ge=1)
-    data_dir: Path = Field(Path("var/worker"), description="Faust table state (rocksdict).")
-    worker_id: str = Field("journeys-worker", description="Faust app id (consumer group).")
+    data_dir: Path = Field(
+        Path("var/worker"),
+        description="Worker state on disk (rocksdict): the engine's stores and Faust's tables.",
+    )
+    worker_id: str = Field(
+        "journeys-worker",
+        description="Faust app id and consumer group; the batch engine's group is <id>-engine.",
+    )
     session_timeout_s: float = Field(
         6.0, description="Consumer session timeout; Tansu joins wait about half of it."
     )
     table_standby_replicas: int = Field(
         0,
         ge=0,
-        description="Standby replicas of each worker table (Faust). 0 suits one machine, the "
-        "embedded default: a standby only doubles the table work there. Set 1 with workers "
-        "on several machines, so that a failover finds the tables ready and every worker's "
-        "identity fast path can read the identity tables.",
+        description="Standby replicas of the model learner's Faust tables. 0 suits one "
+        "machine, the embedded default. The batch engine's tables (identity, journeys) have "
+        "no standbys: a worker given a partition restores it from its changelog.",
     )
     model_refit_every: int = Field(
         50, ge=1, description="Refit markov and shapley after this many new closed paths."

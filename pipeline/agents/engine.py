@@ -309,6 +309,8 @@ class Engine:
         self.stages: dict[str, Stage] = {}
         self.tables: dict[str, StateTable] = {}
         self._aligners: dict[str, _Aligner] = {}
+        self._follows: dict[str, Callable[[Any], None]] = {}
+        self._follower: Any = None
         self._consumer = consumer
         self._positions: dict[tuple[str, int], int] = {}
         self._committed: dict[tuple[str, int], int] = {}
@@ -320,9 +322,7 @@ class Engine:
     def table(self, name: str, partitions: int) -> StateTable:
         if name in self.tables:
             raise EngineError(f"table {name} defined twice")
-        table = StateTable(
-            name, f"{self.group_id}-{name}-changelog", partitions, self.root
-        )
+        table = StateTable(name, f"{self.group_id}-{name}-changelog", partitions, self.root)
         self.tables[name] = table
         return table
 
@@ -333,6 +333,33 @@ class Engine:
         self.stages[stage.topic] = stage
         if stage.aligned:
             self._aligners[stage.topic] = _Aligner()
+
+    def follow(self, topic: str, apply: Callable[[Any], None]) -> None:
+        """Read every partition of *topic* from its beginning on every worker, outside
+        the group and without commits, and call *apply* with each message during
+        :meth:`poll` (the model snapshots, which every journey stage needs)."""
+        self._follows[topic] = apply
+
+    def _start_follower(self) -> None:
+        from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+        self._follower = Consumer(
+            {
+                **self.settings.kafka_config(),
+                "group.id": f"{self.group_id}-follow",
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "fetch.wait.max.ms": 50,
+                "log.connection.close": False,
+            }
+        )
+        assignment = []
+        for topic in self._follows:
+            meta = self._follower.list_topics(topic, timeout=15).topics.get(topic)
+            if meta is None or meta.error is not None:
+                raise EngineError(f"cannot follow topic {topic}: it does not exist")
+            assignment += [TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions]
+        self._follower.assign(assignment)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -361,6 +388,8 @@ class Engine:
                     "log.connection.close": False,
                 }
             )
+        if self._follows and self._follower is None:
+            self._start_follower()
         self._consumer.subscribe(
             list(self.stages),
             on_assign=self._on_assign,
@@ -378,6 +407,9 @@ class Engine:
         finally:
             self._consumer.close()  # revokes: a checkpoint with nothing left to do
             self._consumer = None
+            if self._follower is not None:
+                self._follower.close()
+                self._follower = None
             for table in self.tables.values():
                 table.close_all()
 
@@ -390,6 +422,10 @@ class Engine:
         """
         if self._consumer is None:
             return 0  # not started, or closed
+        if self._follower is not None:
+            for msg in self._follower.consume(1000, timeout=0):
+                if msg.error() is None:
+                    self._follows[msg.topic()](msg)
         msgs = self._consumer.consume(self.batch_size, timeout=timeout)
         done = 0
         for msg in msgs:

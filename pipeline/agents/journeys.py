@@ -58,11 +58,30 @@ BOOTSTRAP_VERSION = "bootstrap"
 
 
 class SnapshotCache:
-    """The latest snapshot of each data-driven model, read from a (global) table."""
+    """The latest snapshot of each data-driven model.
+
+    *table* maps a model to ``{"version", "snapshot_json", "computed_ms"}``. The model
+    learner writes it when it refits (so the worker that learns sees its snapshot at
+    once), and every worker follows ``journeys.attribution-models`` into it
+    (:meth:`offer`), so all workers credit with the newest snapshot.
+    """
 
     def __init__(self, table: MutableMapping[str, Any]) -> None:
         self.table = table
         self._parsed: dict[str, tuple[str, ModelSnapshot]] = {}
+
+    def offer(self, record: dict[str, Any]) -> None:
+        """An AttributionModel record: kept if it is newer than the model's current one."""
+        model = str(record["model"])
+        computed_ms = to_millis(record["computed_at"])
+        current = self.table.get(model)
+        if current is not None and int(current.get("computed_ms", 0)) > computed_ms:
+            return
+        self.table[model] = {
+            "version": str(record["version"]),
+            "snapshot_json": record["snapshot_json"],
+            "computed_ms": computed_ms,
+        }
 
     def get(self, model: str) -> tuple[str, ModelSnapshot | None]:
         record = self.table.get(model)
@@ -427,6 +446,7 @@ class ModelLearner:
         self.pending = 0
         self.paths_seen = 0
         self._encode_model = serde.encoder("AttributionModel")
+        self._encode_dead = serde.encoder("DeadLetter")
         self._decode = serde.decode
 
     def add(self, value: bytes) -> None:
@@ -454,6 +474,26 @@ class ModelLearner:
 
     def due(self) -> bool:
         return self.pending >= self.refit_every
+
+    def process(
+        self,
+        value: bytes,
+        topic: str,
+        partition: int,
+        offset: int,
+        _upstream: bytes | None = None,
+        _control: bytes | None = None,
+    ) -> list[Out]:
+        """One closed path in; the snapshots out when a refit is due."""
+        try:
+            self.add(value)
+        except SerdeError as exc:
+            log.warning("%s[%d]@%d: %s", topic, partition, offset, exc)
+            record = dead_letter_record(
+                "pipeline", "learner", str(exc), value, None, topic, partition, offset
+            )
+            return [Out(self.topics.dead_letters.name, b"pipeline", self._encode_dead(record))]
+        return self.refit() if self.due() else []
 
     def refit(self, now: datetime | None = None) -> list[Out]:
         """Fit both data-driven models on all paths so far; snapshot records out."""
@@ -485,6 +525,7 @@ class ModelLearner:
             self.snapshots[model] = {
                 "version": version,
                 "snapshot_json": model_record["snapshot_json"],
+                "computed_ms": to_millis(now),
             }
             out.append(
                 Out(

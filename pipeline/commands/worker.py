@@ -20,8 +20,8 @@ def run(args: argparse.Namespace) -> int:
     import faust
 
     from pipeline.app import create_app
-    from pipeline.broker import is_tansu, kafka_answers
-    from pipeline.commands._common import console, fail, settings
+    from pipeline.broker import kafka_answers
+    from pipeline.commands._common import fail, settings
     from pipeline.topics import ensure_topics
 
     cfg = settings()
@@ -31,14 +31,7 @@ def run(args: argparse.Namespace) -> int:
             "or use `journeys run`"
         )
     ensure_topics(cfg)
-    tansu = is_tansu(cfg.kafka_bootstrap, cfg.kafka_config())
-    if tansu:
-        console.print(
-            "embedded Tansu broker: Faust's recovery consistency check is off (Tansu's high "
-            "watermarks lag behind record batches)",
-            highlight=False,
-        )
-    app = create_app(cfg, recovery_consistency_check=not tansu)
+    app = create_app(cfg)
     assert app.engine is not None
     worker = faust.Worker(
         app, app.engine, loglevel="DEBUG" if args.verbose else "WARNING", quiet=True

@@ -14,8 +14,9 @@ from pipeline.broker import is_tansu
 
 def test_tansu_is_recognised_and_under_reports_the_high_watermark(broker: str) -> None:
     """The high watermark is the last batch's base offset + 1: after one batch of five
-    records it says 1, not 5. Faust's recovery check compares it with the table offsets
-    it persisted, so the worker turns that check off on Tansu (pipeline/app.py)."""
+    records it says 1, not 5. So the worker's engine never restores a table up to the
+    high watermark: it writes a fence record and reads up to it
+    (Engine._restore in pipeline/agents/engine.py)."""
     assert is_tansu(broker)
     topic = f"quirk-{uuid.uuid4().hex[:8]}"
     admin = AdminClient({"bootstrap.servers": broker})

@@ -1,4 +1,4 @@
-"""One replay through the real broker, a real Faust worker and the real ClickHouse engine."""
+"""One replay through the real broker, a real worker and the real ClickHouse engine."""
 
 from __future__ import annotations
 

@@ -268,6 +268,7 @@ def quiescent(cfg: Settings, sink: bool = True) -> bool:
         topics.touchpoints.name,
         topics.identity_links.name,
         topics.person_touchpoints.name,
+        topics.closed_paths.name,
     ]
     sink_inputs = [
         topics.person_touchpoints.name,
@@ -277,10 +278,7 @@ def quiescent(cfg: Settings, sink: bool = True) -> bool:
         topics.attribution_models.name,
         topics.dead_letters.name,
     ]
-    return (
-        group_lag(cfg, engine_group(cfg), engine_inputs) == 0
-        and group_lag(cfg, cfg.worker_id, [topics.closed_paths.name]) == 0
-    ) and (
+    return group_lag(cfg, engine_group(cfg), engine_inputs) == 0 and (
         not sink or group_lag(cfg, SINK_GROUP, sink_inputs) == 0
     )
 
@@ -294,7 +292,7 @@ def settled(
     sink: bool = True,
 ) -> None:
     """*check* holds and nothing is left to consume, twice in a row a few seconds apart
-    (Faust commits every few seconds, so a single look could come between two stages).
+    (each stage commits on its own, so a single look could come between two stages).
     *alive* raises as soon as a process it watches has died."""
     deadline = time.monotonic() + timeout
     streak = 0
