@@ -280,7 +280,9 @@ class Stage:
 
 
 @dataclass
-class _Counters:
+class EngineCounters:
+    """What the engine did since the worker started (for logs and metrics)."""
+
     processed: int = 0
     batches: int = 0
     checkpoints: int = 0
@@ -315,7 +317,7 @@ class Engine:
         self._positions: dict[tuple[str, int], int] = {}
         self._committed: dict[tuple[str, int], int] = {}
         self._last_checkpoint = time.monotonic()
-        self.counters = _Counters()
+        self.counters = EngineCounters()
 
     # -- wiring --------------------------------------------------------------------------
 
@@ -478,6 +480,8 @@ class Engine:
         for out in stage.step(msg.value(), topic, partition, offset, upstream, control):
             send(out)
         self._positions[(topic, partition)] = offset + 1
+        per_topic = self.counters.per_topic
+        per_topic[topic] = per_topic.get(topic, 0) + 1
 
     # -- checkpoints ---------------------------------------------------------------------
 
