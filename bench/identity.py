@@ -3,9 +3,10 @@
 :class:`pipeline.core.identity.IdentityGraph` resolves synthetic customers' events
 (anonymous visits from one to three devices, then logins that link the devices to a
 user id and a hashed e-mail, sometimes a hashed phone) until ``--identifiers``
-distinct identifiers are known. Its five stores are rocksdict databases in raw mode
-with JSON values, as Faust's ``rocksdb://`` tables keep them (the product's table
-store). Reported, each scaled linearly to one million identifiers:
+distinct identifiers are known. Its five stores are the worker's own state tables
+(:class:`pipeline.agents.engine.StateTable`: rocksdict in raw mode, JSON values),
+saved every 1,000 events as the engine's checkpoints save them. Reported, each scaled
+linearly to one million identifiers:
 
 * on-disk bytes of the five databases after a flush and a full compaction (the
   primary figure, ``identity_bytes_per_million``);
@@ -20,13 +21,12 @@ from __future__ import annotations
 import argparse
 import gc
 import hashlib
-import json
 import random
 import shutil
 import tempfile
 import time
 import tracemalloc
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,41 +36,22 @@ STORES = ("ident_to_person", "persons", "forward", "links", "shapes")
 Event = tuple[list[tuple[str, str]], str, int]
 
 
-class JsonRdict(MutableMapping[str, Any]):
-    """A rocksdict database with str keys and JSON values (raw mode, like Faust's store)."""
+def _table(root: Path, name: str) -> Any:
+    """The worker's own state table (:class:`pipeline.agents.engine.StateTable`): a
+    rocksdict store in raw mode with JSON values, its one partition held here."""
+    from pipeline.agents.engine import StateTable
 
-    def __init__(self, path: Path) -> None:
-        from rocksdict import Options, Rdict
+    table = StateTable(name, f"{name}-changelog", 1, root)
+    table.open(0)
+    return table
 
-        self.db = Rdict(str(path), options=Options(raw_mode=True))
 
-    def __getitem__(self, key: str) -> Any:
-        raw = self.db.get(key.encode())
-        if raw is None:
-            raise KeyError(key)
-        return json.loads(raw)
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        self.db.put(key.encode(), json.dumps(value, separators=(",", ":")).encode())
-
-    def __delitem__(self, key: str) -> None:
-        if self.db.get(key.encode()) is None:
-            raise KeyError(key)
-        self.db.delete(key.encode())
-
-    def __iter__(self) -> Iterator[str]:
-        for key in self.db.keys():  # noqa: SIM118 - Rdict iterates items
-            yield key.decode() if isinstance(key, bytes) else str(key)
-
-    def __len__(self) -> int:
-        return sum(1 for _ in self.db.keys())  # noqa: SIM118
-
-    def compact(self) -> None:
-        self.db.flush()
-        self.db.compact_range(None, None)
-
-    def close(self) -> None:
-        self.db.close()
+def _checkpoint(tables: dict[str, Any], offset: int) -> None:
+    """What the engine's checkpoint does to the local stores (no changelog here)."""
+    for table in tables.values():
+        changes = table.take_changes().get(0)
+        if changes:
+            table.save(0, changes, offset)
 
 
 def _sha(text: str) -> str:
@@ -114,15 +95,22 @@ def _du(path: Path, pattern: str = "*") -> int:
     return sum(p.stat().st_size for p in path.rglob(pattern) if p.is_file())
 
 
-def _resolve_all(stores: Any, sample: list[Event]) -> tuple[int, int, float]:
-    """(persons, identifiers, seconds) after resolving every event of *sample*."""
+def _resolve_all(
+    stores: Any, sample: list[Event], tables: dict[str, Any] | None = None
+) -> tuple[int, int, float]:
+    """(persons, identifiers, seconds) after resolving every event of *sample*; with
+    *tables*, checkpointed every 1,000 events."""
     from pipeline.core.identity import IdentityGraph
     from pipeline.core.model import Identifier
 
     graph = IdentityGraph(stores=stores)
     started = time.perf_counter()
-    for idents, event_id, at_ms in sample:
+    for n, (idents, event_id, at_ms) in enumerate(sample, 1):
         graph.resolve([Identifier(t, v) for t, v in idents], event_id, at_ms)
+        if tables is not None and n % 1000 == 0:
+            _checkpoint(tables, n)
+    if tables is not None:
+        _checkpoint(tables, len(sample))
     seconds = time.perf_counter() - started
     mapped = set(stores.ident_to_person.values())
     return len(mapped), len(stores.ident_to_person), seconds
@@ -136,11 +124,13 @@ def _on_rocksdict(sample: list[Event]) -> dict[str, Any]:
     try:
         gc.collect()
         rss0 = _rss()
-        dbs = {name: JsonRdict(tmp / name) for name in STORES}
-        persons, idents, seconds = _resolve_all(IdentityStores(**dbs), sample)
+        dbs = {name: _table(tmp, name) for name in STORES}
+        persons, idents, seconds = _resolve_all(IdentityStores(**dbs), sample, dbs)
         rss1 = _rss()
-        for db in dbs.values():
-            db.compact()
+        for table in dbs.values():
+            db = table.open(0)
+            db.flush()
+            db.compact_range(None, None)
         out = {
             "identifiers": idents,
             "persons": persons,
@@ -150,8 +140,8 @@ def _on_rocksdict(sample: list[Event]) -> dict[str, Any]:
             "disk_bytes": sum(_du(tmp / name) for name in STORES),
             "keys_by_store": {name: len(db) for name, db in dbs.items()},
         }
-        for db in dbs.values():
-            db.close()
+        for table in dbs.values():
+            table.close_all()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
@@ -183,8 +173,8 @@ def measure(identifiers: int) -> dict[str, Any]:
         "identifiers": idents,
         "persons": persons,
         "events": len(sample),
-        "method": "rocksdict (raw mode, JSON values, as Faust rocksdb:// tables): bytes of the "
-        "SST files after flush + full compaction, scaled linearly to 1,000,000 identifiers",
+        "method": "the worker's state tables (rocksdict, raw mode, JSON values): bytes of "
+        "the SST files after flush + full compaction, scaled linearly to 1,000,000 identifiers",
         "bytes_per_million": round(total_disk * scale),
         "sst_bytes_by_store": disk,
         "disk_bytes_total_unscaled": full["disk_bytes"],
