@@ -114,13 +114,6 @@ class Settings(BaseSettings):
     session_timeout_s: float = Field(
         6.0, description="Consumer session timeout; Tansu joins wait about half of it."
     )
-    table_standby_replicas: int = Field(
-        0,
-        ge=0,
-        description="Standby replicas of the model learner's Faust tables. 0 suits one "
-        "machine, the embedded default. The batch engine's tables (identity, journeys) have "
-        "no standbys: a worker given a partition restores it from its changelog.",
-    )
     model_refit_every: int = Field(
         50, ge=1, description="Refit markov and shapley after this many new closed paths."
     )
