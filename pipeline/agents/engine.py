@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.agents.messages import UPSTREAM_HEADER, Out
-from pipeline.agents.output import OutputProducer
+from pipeline.agents.output import OutputError, OutputProducer
 from pipeline.settings import Settings
 from pipeline.topics import CONTROL_HEADER, TopicSpec, ensure_specs
 
@@ -317,6 +317,7 @@ class Engine:
         self._positions: dict[tuple[str, int], int] = {}
         self._committed: dict[tuple[str, int], int] = {}
         self._last_checkpoint = time.monotonic()
+        self._broken: Exception | None = None
         self.counters = EngineCounters()
 
     # -- wiring --------------------------------------------------------------------------
@@ -405,7 +406,8 @@ class Engine:
         if self._consumer is None:
             return
         try:
-            self.checkpoint()
+            if self._broken is None:
+                self.checkpoint()
         finally:
             self._consumer.close()  # revokes: a checkpoint with nothing left to do
             self._consumer = None
@@ -486,7 +488,16 @@ class Engine:
     # -- checkpoints ---------------------------------------------------------------------
 
     def checkpoint(self) -> None:
-        """Changelogs out, every output acknowledged, local stores, then offsets."""
+        """Changelogs out, every output acknowledged, local stores, then offsets.
+
+        If an output or changelog message was lost, this raises, and every later
+        checkpoint of this engine raises too: nothing may be committed past a lost
+        message, so the worker must stop and resume from the last commit.
+        """
+        if self._broken is not None:
+            raise EngineError("a message was lost earlier; nothing more is committed") from (
+                self._broken
+            )
         self._last_checkpoint = time.monotonic()
         pending: list[tuple[StateTable, int, dict[str, bytes | None]]] = []
         reached: dict[tuple[str, int], int] = {}
@@ -505,7 +516,11 @@ class Engine:
         offsets = {k: v for k, v in self._positions.items() if self._committed.get(k) != v}
         if not pending and not offsets:
             return
-        self.output.flush_sync()
+        try:
+            self.output.flush_sync()
+        except OutputError as exc:
+            self._broken = exc
+            raise
         for table, partition, changes in pending:
             offset = reached.get((table.changelog, partition))
             if offset is None:
@@ -543,7 +558,8 @@ class Engine:
             self._restore(wanted)
 
     def _on_revoke(self, _consumer: Any, partitions: list[Any]) -> None:
-        self.checkpoint()
+        if self._broken is None:
+            self.checkpoint()
         self._release(partitions)
 
     def _on_lost(self, _consumer: Any, partitions: list[Any]) -> None:

@@ -170,6 +170,9 @@ class _Consumer:
     def consume(self, _n: int, timeout: float = 0) -> list[_Msg]:
         return self.batches.pop(0) if self.batches else []
 
+    def close(self) -> None:
+        self.log.append("close")
+
     def commit(self, offsets: list[Any], asynchronous: bool = True) -> None:
         self.log.append(
             "commit " + ",".join(f"{tp.topic}[{tp.partition}]@{tp.offset}" for tp in offsets)
@@ -239,5 +242,9 @@ def test_nothing_is_saved_or_committed_when_an_output_is_lost(tmp_path: Path) ->
     engine.output._producer.fail = True
     with pytest.raises(OutputError, match="broker down"):
         engine.checkpoint()
+    engine.output._producer.fail = False  # the broker is back: still nothing is committed
+    with pytest.raises(EngineError, match="lost earlier"):
+        engine.checkpoint()
+    engine.close()  # no checkpoint on the way out either
     assert not any(line.startswith("commit") for line in log)
     assert engine.tables["counts"].stored_offset(0) is None
