@@ -16,6 +16,10 @@ Routes (``docs/sources.md`` has the details):
 * ``POST /webhooks/interactions``: chat / call-centre interactions (JSON), write key auth.
 * ``GET /healthz``.
 
+Every answer is counted by route and status, and every stored touchpoint and dead
+letter by source, in :class:`CollectorStats`; ``journeys collect`` serves them to
+Prometheus (:func:`collector_metrics`, ``docs/metrics.md``).
+
 Every request is mapped by the pure sources; touchpoints and dead letters (stage
 ``collect``, location = the HTTP path, ``#i`` for the i-th message of a batch) go to
 the *publish* callable together, and the response is sent only after it returned,
@@ -46,6 +50,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from connectors.base import Mapped, Rejected, Source, lone_surrogate, map_record
@@ -57,6 +62,7 @@ from connectors.shopify import ShopifySource
 from connectors.twilio import TwilioSource
 from pipeline.core.model import Touchpoint
 from pipeline.core.pii import redact
+from pipeline.metrics import Registry
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +106,82 @@ class CollectorConfig(BaseModel):
 
     def accepts_dev_key(self) -> bool:
         return any(k.get_secret_value() == DEV_WRITE_KEY for k in self.write_keys)
+
+
+# ---- what it did, for metrics ----------------------------------------------------------
+
+#: The route label of a request that matched no route (a 404 or a 405): the path itself
+#: would let any scanner add series.
+UNMATCHED_ROUTE = "other"
+
+
+@dataclass
+class CollectorStats:
+    """What the collector answered and stored since it started. Updated on the event
+    loop without a lock; :func:`collector_metrics` reads copies at scrape time."""
+
+    #: (route, HTTP status) -> answers; the route is the registered path.
+    requests: dict[tuple[str, int], int] = field(default_factory=dict)
+    #: source -> touchpoints the broker acknowledged.
+    touchpoints: dict[str, int] = field(default_factory=dict)
+    #: source -> dead letters the broker acknowledged.
+    dead_letters: dict[str, int] = field(default_factory=dict)
+
+    def answered(self, route: str, status: int) -> None:
+        key = (route, status)
+        self.requests[key] = self.requests.get(key, 0) + 1
+
+    def stored(self, touchpoints: list[Touchpoint], rejected: list[Rejected]) -> None:
+        for tp in touchpoints:
+            self.touchpoints[tp.source] = self.touchpoints.get(tp.source, 0) + 1
+        for rej in rejected:
+            self.dead_letters[rej.source] = self.dead_letters.get(rej.source, 0) + 1
+
+
+def collector_metrics(stats: CollectorStats) -> Registry:
+    """The collector's metrics, read from *stats* at scrape time (``docs/metrics.md``)."""
+    registry = Registry()
+    registry.counter(
+        "journeys_collector_requests_total",
+        "HTTP requests answered, by route and status code (route other: no route matched).",
+        lambda: {(route, str(code)): n for (route, code), n in dict(stats.requests).items()},
+        labels=("route", "code"),
+    )
+    registry.counter(
+        "journeys_collector_touchpoints_total",
+        "Touchpoints published and acknowledged by the broker, by source.",
+        lambda: dict(stats.touchpoints),
+        labels=("source",),
+    )
+    registry.counter(
+        "journeys_collector_dead_letters_total",
+        "Dead letters (refused requests, invalid messages) published and acknowledged by "
+        "the broker, by source.",
+        lambda: dict(stats.dead_letters),
+        labels=("source",),
+    )
+    return registry
+
+
+def _counting(stats: CollectorStats) -> Middleware:
+    """An aiohttp middleware that counts every answer in *stats*."""
+
+    @web.middleware
+    async def count(request: web.Request, handler: Handler) -> web.StreamResponse:
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else UNMATCHED_ROUTE
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            stats.answered(route, exc.status)
+            raise
+        except Exception:
+            stats.answered(route, 500)  # aiohttp answers an unhandled error with a 500
+            raise
+        stats.answered(route, response.status)
+        return response
+
+    return count
 
 
 # ---- the publishing half -------------------------------------------------------------
@@ -309,9 +391,10 @@ def _raw_of(item: Any) -> bytes:
 
 
 class _Collector:
-    def __init__(self, config: CollectorConfig, publish: Publish) -> None:
+    def __init__(self, config: CollectorConfig, publish: Publish, stats: CollectorStats) -> None:
         self.config = config
         self.publish = publish
+        self.stats = stats
         self.segment = SegmentSource()
         self.sendgrid = SendGridSource()
         self.twilio = TwilioSource()
@@ -399,6 +482,7 @@ class _Collector:
                 "%s: publishing %d records failed", path, len(touchpoints) + len(rejected)
             )
             return False
+        self.stats.stored(touchpoints, rejected)
         return True
 
     def _authenticated_json(self, request: web.Request, body: bytes) -> Any:
@@ -638,20 +722,26 @@ class _Outcome:
         return [{"index": i, "field": _field_of(e), "error": e} for i, e in self.errors[:100]]
 
 
-def create_collector(config: CollectorConfig, publish: Publish) -> web.Application:
+def create_collector(
+    config: CollectorConfig, publish: Publish, stats: CollectorStats | None = None
+) -> web.Application:
     """The collector as an aiohttp application.
 
     *publish* receives each request's touchpoints and dead letters and must return (or
     its awaitable resolve) only once they are stored, raising when they are not: the
     request is answered 503 then, so that the sender retries. Tests pass a fake; the
-    ``collect`` command passes an :class:`AckingPublisher`.
+    ``collect`` command passes an :class:`AckingPublisher`. *stats*, when given, counts
+    the answers and the stored records (for :func:`collector_metrics`).
     """
     if not config.write_keys:
         raise CollectorError("no write key configured (JOURNEYS_WRITE_KEYS)")
-    collector = _Collector(config, publish)
+    stats = stats if stats is not None else CollectorStats()
+    collector = _Collector(config, publish, stats)
     # The body limit is enforced while reading (413 + dead letter); aiohttp's own
     # limit is set above it so that it never answers first.
-    app = web.Application(client_max_size=config.max_body_bytes + 1024)
+    app = web.Application(
+        client_max_size=config.max_body_bytes + 1024, middlewares=[_counting(stats)]
+    )
     app.router.add_get("/healthz", collector.healthz)
     for kind in SEGMENT_PATHS:
         app.router.add_post(f"/v1/{kind}", collector.segment_route)

@@ -23,6 +23,7 @@ from pipeline.agents.identity import IdentityOwner, IdentityRouter
 from pipeline.agents.journeys import JourneyStep, ModelLearner, SnapshotCache
 from pipeline.agents.output import OutputProducer
 from pipeline.core.identity import IdentityGraph, IdentityStores
+from pipeline.metrics import MetricsServer, Registry
 from pipeline.rules import load_rules
 from pipeline.serde import AvroSerde, SerdeError
 from pipeline.settings import Settings
@@ -56,11 +57,16 @@ class EngineService(Service):
     output producer's delivery reports and the worker's own services.
     """
 
+    #: The worker's Prometheus endpoint (``JOURNEYS_METRICS_PORT``), when it has one.
+    metrics: MetricsServer | None = None
+
     def __init__(self, engine: Engine, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.engine = engine
 
     async def on_start(self) -> None:
+        if self.metrics is not None:
+            self.metrics.start()  # first: a port in use stops the worker before it consumes
         self.engine.start()
 
     @Service.task
@@ -70,7 +76,64 @@ class EngineService(Service):
             await asyncio.sleep(0 if done else 0.005)
 
     async def on_stop(self) -> None:
-        self.engine.close()
+        try:
+            self.engine.close()
+        finally:
+            if self.metrics is not None:
+                self.metrics.stop()
+
+
+def worker_metrics(engine: Engine, router: IdentityRouter) -> Registry:
+    """The worker's metrics, read from the engine's, the output producer's and the
+    identity router's own counters at scrape time (``docs/metrics.md``)."""
+    counters, output = engine.counters, engine.output
+    registry = Registry()
+    registry.counter(
+        "journeys_engine_messages_total",
+        "Messages the batch engine processed, by input topic.",
+        lambda: {**dict.fromkeys(engine.stages, 0), **counters.per_topic},
+        labels=("topic",),
+    )
+    registry.counter(
+        "journeys_engine_batches_total",
+        "Consumed batches in which the engine processed at least one message.",
+        lambda: counters.batches,
+    )
+    registry.counter(
+        "journeys_engine_checkpoints_total",
+        "Checkpoints: changelogs produced, outputs acknowledged, stores written, offsets "
+        "committed.",
+        lambda: counters.checkpoints,
+    )
+    registry.counter(
+        "journeys_engine_restored_records_total",
+        "Changelog records read back into local state when partitions were assigned.",
+        lambda: counters.restored,
+    )
+    registry.gauge(
+        "journeys_engine_partitions_held",
+        "Partitions of each state table this worker holds now.",
+        lambda: {name: len(table.held) for name, table in dict(engine.tables).items()},
+        labels=("table",),
+    )
+    registry.counter(
+        "journeys_output_messages_total",
+        "Messages the worker produced: outputs, changelog records and restore fences.",
+        lambda: output.produced,
+    )
+    registry.gauge(
+        "journeys_output_unacknowledged",
+        "Produced messages the broker has not acknowledged yet.",
+        lambda: output.unacknowledged,
+    )
+    registry.counter(
+        "journeys_identity_fast_path_total",
+        "Touchpoints the identity router resolved itself (hit) or sent to the identity "
+        "owner (miss).",
+        lambda: {"hit": router.hits, "miss": router.misses},
+        labels=("result",),
+    )
+    return registry
 
 
 def create_app(settings: Settings, serde: AvroSerde | None = None) -> WorkerApp:
@@ -141,4 +204,8 @@ def create_app(settings: Settings, serde: AvroSerde | None = None) -> WorkerApp:
             log.warning("%s[%d]@%d: %s", msg.topic(), msg.partition(), msg.offset(), exc)
 
     engine.follow(topics.attribution_models.name, follow_snapshot)
+    if settings.metrics_port is not None:
+        app.engine.metrics = MetricsServer(
+            worker_metrics(engine, router), settings.metrics_host, settings.metrics_port
+        )
     return app

@@ -126,6 +126,19 @@ class Settings(BaseSettings):
     )
     schemas_dir: Path = Field(REPO_ROOT / "schemas")
     log_level: str = "INFO"
+    metrics_host: str = Field(
+        "127.0.0.1",
+        description="Address of the Prometheus /metrics endpoint; 0.0.0.0 to be scraped "
+        "from other hosts (a container).",
+    )
+    metrics_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="Port of the Prometheus /metrics endpoint (0: any free port); unset: none. "
+        "`journeys run` serves the sink's on it, the worker's on +1, the collector's on +2. "
+        "See docs/metrics.md.",
+    )
 
     @field_validator("kafka_security_protocol", mode="before")
     @classmethod

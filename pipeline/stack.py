@@ -12,18 +12,33 @@ import subprocess
 import sys
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import SecretStr
 
 from pipeline.broker import _die_with_parent
+from pipeline.metrics import MetricsServer
 from pipeline.serde import AvroSerde
 from pipeline.settings import Settings
 from sinks.clickhouse import LockedClient, connect, migrate
 from sinks.query_server import QueryServer
-from sinks.runner import ClickHouseSink
+from sinks.runner import ClickHouseSink, sink_metrics
 
 log = logging.getLogger(__name__)
+
+#: ``journeys run`` serves each process's metrics on its own port: the sink (in the
+#: parent process) on ``JOURNEYS_METRICS_PORT``, its children on the ports after it.
+Role = Literal["sink", "worker", "collector"]
+METRICS_PORT_OFFSETS: dict[Role, int] = {"sink": 0, "worker": 1, "collector": 2}
+
+
+def settings_for(cfg: Settings, role: Role) -> Settings:
+    """*cfg* for the *role* process of the embedded stack (see
+    :data:`METRICS_PORT_OFFSETS`); port 0 (any free port) stays 0 for each."""
+    port = cfg.metrics_port
+    if not port:
+        return cfg
+    return cfg.model_copy(update={"metrics_port": port + METRICS_PORT_OFFSETS[role]})
 
 
 class SinkService:
@@ -48,6 +63,11 @@ class SinkService:
             # read-only setting of analysts' queries must not stick to the sink's.
             self.reader = connect(settings.clickhouse_url, settings.clickhouse_database)
             self.server = QueryServer(self.reader, settings.clickhouse_url)
+        self.metrics: MetricsServer | None = None
+        if settings.metrics_port is not None:
+            self.metrics = MetricsServer(
+                sink_metrics(self.sink.stats), settings.metrics_host, settings.metrics_port
+            )
         self.error: BaseException | None = None
 
     def _run(self) -> None:
@@ -58,6 +78,8 @@ class SinkService:
             self.error = exc
 
     def start(self) -> SinkService:
+        if self.metrics is not None:
+            self.metrics.start()  # first: a port in use fails before anything runs
         if self.server is not None:
             self.server.start()
         self.thread.start()
@@ -74,6 +96,8 @@ class SinkService:
         if self.reader is not None:
             self.reader.close()
         self.client.close()
+        if self.metrics is not None:
+            self.metrics.stop()
 
 
 def child_env(cfg: Settings) -> dict[str, str]:

@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from connectors.publisher import dead_letter_record
+from pipeline.metrics import Registry
 from pipeline.serde import AvroSerde, SerdeError
 from pipeline.settings import Settings
 from pipeline.topics import CONTROL_HEADER, Topics
@@ -51,6 +52,28 @@ class SinkStats:
     rows: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     retries: int = 0
     last_commit: float = 0.0
+
+
+def sink_metrics(stats: SinkStats) -> Registry:
+    """The sink's metrics, read from *stats* at scrape time (``docs/metrics.md``)."""
+    registry = Registry()
+    registry.counter(
+        "journeys_sink_rows_total",
+        "Rows inserted into ClickHouse, by table (a retried insert counts once).",
+        lambda: dict(stats.rows),
+        labels=("table",),
+    )
+    registry.counter(
+        "journeys_sink_batches_total",
+        "Batches written to ClickHouse and committed to Kafka.",
+        lambda: stats.batches,
+    )
+    registry.counter(
+        "journeys_sink_retries_total",
+        "Failed ClickHouse inserts, each retried after a back-off with its offsets kept.",
+        lambda: stats.retries,
+    )
+    return registry
 
 
 @dataclass

@@ -67,6 +67,11 @@ class OutputProducer:
     def produced(self) -> int:
         return self._seq
 
+    @property
+    def unacknowledged(self) -> int:
+        """Messages produced and not yet acknowledged by the broker."""
+        return len(self._pending)
+
     def _delivered(
         self, seq: int, also: Callable[[Any, Any], None] | None, err: Any, msg: Any
     ) -> None:

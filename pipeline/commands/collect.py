@@ -27,6 +27,8 @@ environment:
   JOURNEYS_SENDGRID_VERIFICATION_KEY  SendGrid signed-webhook public key
   JOURNEYS_TWILIO_AUTH_TOKEN          Twilio auth token (X-Twilio-Signature)
   JOURNEYS_SHOPIFY_WEBHOOK_SECRET     Shopify app client secret (X-Shopify-Hmac-Sha256)
+  JOURNEYS_METRICS_HOST / _PORT       Prometheus GET /metrics on its own address (default:
+                                      off; see docs/metrics.md)
 
 examples:
   journeys collect
@@ -80,10 +82,13 @@ def run(args: argparse.Namespace) -> int:
         AckingPublisher,
         CollectorConfig,
         CollectorError,
+        CollectorStats,
+        collector_metrics,
         create_collector,
     )
     from connectors.publisher import Publisher
     from pipeline.broker import kafka_answers
+    from pipeline.metrics import MetricsError, MetricsServer
     from pipeline.serde import AvroSerde
     from pipeline.topics import ensure_topics
 
@@ -113,11 +118,21 @@ def run(args: argparse.Namespace) -> int:
     publisher = AckingPublisher(
         Publisher(cfg, AvroSerde.from_dir(cfg.schemas_dir, cfg.schema_registry_url))
     )
+    stats = CollectorStats()
     try:
-        app = create_collector(config, publisher)
+        app = create_collector(config, publisher, stats)
     except CollectorError as exc:
         publisher.close()
         return fail(str(exc), 2)
+    metrics: MetricsServer | None = None
+    if cfg.metrics_port is not None:
+        try:
+            metrics = MetricsServer(
+                collector_metrics(stats), cfg.metrics_host, cfg.metrics_port
+            ).start()
+        except MetricsError as exc:
+            publisher.close()
+            return fail(str(exc))
 
     async def on_cleanup(_app: web.Application) -> None:
         publisher.close()
@@ -140,5 +155,11 @@ def run(args: argparse.Namespace) -> int:
     ):
         state = "checked" if secret is not None else "[yellow]not checked (no secret set)[/]"
         console.print(f"  {name}: {state}")
-    web.run_app(app, host=config.host, port=config.port, print=None, access_log=None)
+    if metrics is not None:
+        console.print(f"  metrics: {metrics.url}")
+    try:
+        web.run_app(app, host=config.host, port=config.port, print=None, access_log=None)
+    finally:
+        if metrics is not None:
+            metrics.stop()
     return 0

@@ -73,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
     from connectors.replay import replay_files, source_of_file
     from pipeline.broker import BrokerError
     from pipeline.commands.run import embedded_stack
+    from pipeline.metrics import MetricsError
     from pipeline.stack import SinkService
     from pipeline.topics import TopicError
     from sinks.clickhouse import SinkError
@@ -138,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
             # Our own SQL on the sink's client: no read-only setting here, since chDB keeps
             # settings per client and the sink's inserts must stay possible.
             report = fetch_report(service.client.raw_query, db)
-    except (BrokerError, TopicError, SinkError, ReportError) as exc:
+    except (BrokerError, TopicError, SinkError, ReportError, MetricsError) as exc:
         return fail(str(exc))
     table = Table(title="Touchpoints per channel (ClickHouse journeys.touchpoints)")
     for col in columns:

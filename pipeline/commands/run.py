@@ -33,7 +33,7 @@ def embedded_stack(
     """Broker (if needed), topics, ClickHouse sink in this process, worker (and the HTTP
     collector) as children."""
     from pipeline.broker import ensure_broker
-    from pipeline.stack import SinkService, child_env, spawn, stop_process
+    from pipeline.stack import SinkService, child_env, settings_for, spawn, stop_process
     from pipeline.topics import ensure_topics
 
     with ensure_broker(cfg.kafka_bootstrap, log_path=Path("var/log/broker.log")) as broker:
@@ -42,10 +42,11 @@ def embedded_stack(
             shutil.rmtree(cfg.data_dir)
         ensure_topics(cfg)
         service = SinkService(cfg).start()
-        env = child_env(cfg)  # the children run with these settings, not only the environment's
-        children = [spawn(["worker"], env=env)]
+        # The children run with these settings, not only the environment's; each process
+        # serves its metrics on its own port (pipeline.stack.METRICS_PORT_OFFSETS).
+        children = [spawn(["worker"], env=child_env(settings_for(cfg, "worker")))]
         if with_collector:
-            children.append(spawn(["collect"], env=env))
+            children.append(spawn(["collect"], env=child_env(settings_for(cfg, "collector"))))
         try:
             yield service
         finally:
@@ -60,6 +61,7 @@ def embedded_stack(
 
 def run(_args: argparse.Namespace) -> int:
     from pipeline.broker import BrokerError
+    from pipeline.metrics import MetricsError
     from pipeline.stack import SinkService
     from pipeline.topics import TopicError
     from sinks.clickhouse import SinkError
@@ -76,10 +78,14 @@ def run(_args: argparse.Namespace) -> int:
                 '  query:   journeys query "SELECT channel, count() FROM journeys.touchpoints '
                 'FINAL GROUP BY channel"'
             )
+            if service.metrics is not None:
+                port = service.metrics.port
+                others = f", worker :{port + 1}, collector :{port + 2}" if cfg.metrics_port else ""
+                console.print(f"  metrics: {service.metrics.url} (sink){others}")
             while not stop.wait(1.0):
                 if service.error is not None:
                     return fail(f"the sink stopped: {service.error}")
-    except (BrokerError, TopicError, SinkError) as exc:
+    except (BrokerError, TopicError, SinkError, MetricsError) as exc:
         return fail(str(exc))
     console.print("stopped")
     return 0

@@ -20,6 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(_args: argparse.Namespace) -> int:
     from pipeline.broker import kafka_answers
+    from pipeline.metrics import MetricsError
     from pipeline.stack import SinkService
     from pipeline.topics import ensure_topics
     from sinks.clickhouse import SinkError
@@ -33,8 +34,13 @@ def run(_args: argparse.Namespace) -> int:
     except SinkError as exc:
         return fail(str(exc))
     with stop_on_signals() as stop:
-        service.start()
+        try:
+            service.start()
+        except MetricsError as exc:
+            return fail(str(exc))
         console.print(f"sink running into {cfg.clickhouse_url_redacted}; Ctrl-C stops it")
+        if service.metrics is not None:
+            console.print(f"metrics on {service.metrics.url}")
         while not stop.wait(1.0):
             if service.error is not None:
                 break

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,9 +14,10 @@ from connectors.generate import generate
 from connectors.publisher import Publisher
 from connectors.registry import get_source
 from connectors.replay import ReplayStats, replay_files
+from pipeline.broker import free_port
 from pipeline.settings import Settings
 from pipeline.stack import SinkService, spawn, stop_process
-from pipeline.topics import ensure_topics
+from pipeline.topics import Topics, ensure_topics
 from sinks.clickhouse import SinkError
 from tests.conftest import settings_env
 
@@ -67,11 +69,22 @@ def scalar(service: SinkService, sql: str) -> int:
     return int(service.query(sql)[1][0][0])
 
 
+def scrape(port: int) -> dict[str, float]:
+    """``{series: value}`` from the Prometheus endpoint on *port*."""
+    url = f"http://127.0.0.1:{port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as resp:  # noqa: S310 - loopback
+        text = resp.read().decode()
+    lines = [line for line in text.splitlines() if line and not line.startswith("#")]
+    return {key: float(value) for key, value in (line.rsplit(" ", 1) for line in lines)}
+
+
 @pytest.mark.timeout(240)
 def test_replay_lands_in_clickhouse_and_a_second_replay_changes_no_total(
     stack_settings: Settings, tmp_path: Path
 ) -> None:
-    cfg = stack_settings
+    # The sink (in this process) and the worker each serve their metrics on a port.
+    sink_port, worker_port = free_port(), free_port()
+    cfg = stack_settings.model_copy(update={"metrics_port": sink_port})
     db = cfg.clickhouse_database
     gen = generate(tmp_path / "sample", people=60, days=20, seed=3, malformed_share=0.03)
     path = tmp_path / "sample" / "segment.jsonl"
@@ -79,7 +92,8 @@ def test_replay_lands_in_clickhouse_and_a_second_replay_changes_no_total(
 
     ensure_topics(cfg)
     service = SinkService(cfg, serve_queries=False).start()
-    worker = spawn(["worker"], env=settings_env(cfg))
+    worker_env = settings_env(cfg.model_copy(update={"metrics_port": worker_port}))
+    worker = spawn(["worker"], env=worker_env)
     try:
         first = replay(cfg, service, path)
         assert first.records == gen.messages
@@ -126,6 +140,24 @@ def test_replay_lands_in_clickhouse_and_a_second_replay_changes_no_total(
         assert {r[0] for r in service.query(JOURNEY_ERRORS.format(db=db))[1]} <= {"late_event"}
         identities = scalar(service, f"SELECT count() FROM {db}.identities FINAL")
         assert identities > 0
+
+        # Prometheus sees what happened: the worker read both replays' touchpoints, the
+        # identity router took each one (by its fast path when it could), and the sink's
+        # row counter is the one counted above.
+        topic = Topics.from_settings(cfg).touchpoints.name
+        worker_series = scrape(worker_port)
+        consumed = worker_series[f'journeys_engine_messages_total{{topic="{topic}"}}']
+        assert consumed >= 2 * first.touchpoints
+        hits = worker_series['journeys_identity_fast_path_total{result="hit"}']
+        misses = worker_series['journeys_identity_fast_path_total{result="miss"}']
+        assert hits + misses == consumed and hits > 0
+        assert worker_series["journeys_engine_checkpoints_total"] > 0
+        before = inserted["touchpoints"]
+        sink_series = scrape(sink_port)
+        rows = sink_series['journeys_sink_rows_total{table="touchpoints"}']
+        assert before <= rows <= inserted["touchpoints"]
+        assert rows >= 2 * first.touchpoints
+        assert sink_series["journeys_sink_retries_total"] == service.sink.stats.retries
     finally:
         stop_process(worker)
         service.stop()
