@@ -2,8 +2,8 @@
 
     python docker/healthcheck.py http URL       the URL answers 2xx (the collector's /healthz)
     python docker/healthcheck.py group [GROUP]  this container is a member of the Kafka
-                                                consumer group (default: the Faust app id,
-                                                JOURNEYS_WORKER_ID)
+                                                consumer group (default: the workers'
+                                                group, JOURNEYS_WORKER_ID + "-engine")
     python docker/healthcheck.py clickhouse     JOURNEYS_CLICKHOUSE_URL answers SELECT 1
 
 Exit status 0 is healthy, 1 unhealthy; one line on stdout says why (Docker keeps it in
@@ -17,6 +17,7 @@ import contextlib
 import socket
 import sys
 import urllib.request
+from typing import Any
 
 USAGE = "usage: healthcheck.py http URL | group [GROUP] | clickhouse"
 
@@ -35,13 +36,21 @@ def own_addresses() -> set[str]:
     return addresses
 
 
+def default_group(settings: Any) -> str:
+    """The group a worker container must be in: the workers' engine group (the worker's
+    Faust app joins none)."""
+    from pipeline.agents.engine import engine_group
+
+    return engine_group(settings)
+
+
 def check_group(group: str | None) -> str:
     from confluent_kafka.admin import AdminClient
 
     from pipeline.settings import Settings
 
     settings = Settings()
-    group = group or settings.worker_id
+    group = group or default_group(settings)
     admin = AdminClient({**settings.kafka_config(), "socket.timeout.ms": 5000})
     futures = admin.describe_consumer_groups([group], request_timeout=8)
     description = futures[group].result(timeout=9)

@@ -369,3 +369,17 @@ def test_docker_compose_accepts_the_file() -> None:
 )
 def test_interpolate(text: str, env: dict[str, str], expected: str) -> None:
     assert interpolate(text, env) == expected
+
+
+def test_the_worker_healthcheck_asks_for_the_group_the_workers_join() -> None:
+    """The workers consume in the engine's group (``<worker id>-engine``); a healthcheck
+    looking for the Faust app id would find no member and mark every worker unhealthy."""
+    import importlib.util
+
+    from pipeline.settings import Settings
+
+    spec = importlib.util.spec_from_file_location("healthcheck", REPO / "docker" / "healthcheck.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.default_group(Settings(worker_id="w1")) == "w1-engine"
