@@ -105,7 +105,7 @@ class Settings(BaseSettings):
     replication_factor: int = Field(1, ge=1)
     data_dir: Path = Field(
         Path("var/worker"),
-        description="Worker state on disk (rocksdict): the engine's stores and Faust's tables.",
+        description="Worker state on disk: the batch engine's rocksdict stores.",
     )
     worker_id: str = Field(
         "journeys-worker",

@@ -15,10 +15,11 @@
     over to the survivor (see :mod:`pipeline.agents.journeys`).
 
 Both steps are plain objects over the graph (bytes in, :class:`Out` messages out); the
-graph's stores are Faust tables in the worker. Each message keeps a header naming the
-``journeys.touchpoints`` partition it came from and its route (``touchpoints[3]`` or
-``owner/touchpoints[3]``): the journey stage keeps one event-time maximum per upstream,
-and each upstream is in event order, so the owner's extra hop makes nothing late.
+graph's stores are the batch engine's state tables in the worker. Each message keeps a
+header naming the ``journeys.touchpoints`` partition it came from and its route
+(``touchpoints[3]`` or ``owner/touchpoints[3]``): the journey stage keeps one event-time
+maximum per upstream, and each upstream is in event order, so the owner's extra hop
+makes nothing late.
 """
 
 from __future__ import annotations

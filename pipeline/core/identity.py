@@ -52,7 +52,7 @@ Person ids
     :meth:`IdentityGraph.canonical` follows forwards with path compression.
 
 State lives in five injected ``MutableMapping[str, ...]`` stores (plain dicts by
-default, Faust tables in the worker) whose values are JSON-serialisable:
+default, the worker's rocksdict state tables) whose values are JSON-serialisable:
 
 * ``ident_to_person["type:value"] = person_id`` (always the live person),
 * ``persons[person_id] = {"n": first identifier, "f": [at_ms, event_id] of it,
@@ -408,10 +408,11 @@ class Resolution:
 
 @dataclass
 class IdentityStores:
-    """The graph's state; pass Faust tables (or any ``MutableMapping``) to persist it.
+    """The graph's state; pass the worker's state tables (or any ``MutableMapping``) to
+    persist it.
 
     Values are JSON-serialisable plain types and are never mutated in place: every
-    change is written back with ``store[key] = value`` (which Faust tables need).
+    change is written back with ``store[key] = value`` (which persistent tables need).
     """
 
     ident_to_person: MutableMapping[str, str] = field(default_factory=dict)

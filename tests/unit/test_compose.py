@@ -151,7 +151,7 @@ def test_two_workers_share_the_partitions() -> None:
     replicas = int(interpolate(str(worker["deploy"]["replicas"])))
     partitions = int(interpolate(environment(worker)["JOURNEYS_PARTITIONS"]))
     assert 2 <= replicas <= partitions
-    # Replicas share nothing on disk: each keeps its own Faust table state.
+    # Replicas share nothing on disk: each keeps its own table state.
     assert not worker.get("volumes"), "replicas must not share one rocksdb data dir"
     assert "container_name" not in worker, "a fixed container name prevents replicas"
 
