@@ -168,8 +168,10 @@ def create_app(settings: Settings, serde: AvroSerde | None = None) -> WorkerApp:
             shapes=identity["shapes"],
         ),
     )
-    router = IdentityRouter(serde, topics, graph)
     owner = IdentityOwner(serde, topics, graph)
+    # The worker that holds the owner's partition resolves its own misses in place.
+    owner_table = identity["persons"]
+    router = IdentityRouter(serde, topics, graph, owner=owner, owns=lambda: owner_table.holds(0))
     engine.stage(Stage(topics.touchpoints.name, router.process, aligned=True))
     engine.stage(Stage(topics.identity_links.name, owner.process, tuple(identity.values())))
 

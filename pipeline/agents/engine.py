@@ -219,6 +219,9 @@ class StateTable(MutableMapping[str, Any]):
     def held(self) -> list[int]:
         return sorted(self._dbs)
 
+    def holds(self, partition: int) -> bool:
+        return partition in self._dbs
+
     def open(self, partition: int) -> Any:
         """The local store of *partition* (created when missing)."""
         from rocksdict import Options, Rdict

@@ -4,7 +4,9 @@
     :class:`IdentityRouter` asks the graph's read-only :meth:`IdentityGraph.lookup`
     whether the event can change nothing (every identifier known, one person, this
     identifier set resolved before). If so the touchpoint goes, with its person, to
-    ``journeys.person-touchpoints``; otherwise, unchanged, to ``journeys.identity-links``.
+    ``journeys.person-touchpoints``. Otherwise the owner resolves it in place when this
+    worker holds the owner's partition, else it goes, unchanged, to
+    ``journeys.identity-links``.
 
 ``journeys.identity-links`` (1 partition, the single owner)
     :class:`IdentityOwner` runs :meth:`IdentityGraph.resolve`: it maps new identifiers,
@@ -19,13 +21,15 @@ graph's stores are the batch engine's state tables in the worker. Each message k
 header naming the ``journeys.touchpoints`` partition it came from and its route
 (``touchpoints[3]`` or ``owner/touchpoints[3]``): the journey stage keeps one event-time
 maximum per upstream, and each upstream is in event order, so the owner's extra hop
-makes nothing late.
+makes nothing late once its route has been seen (on the owner's worker there is no
+hop: misses are resolved in place).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from connectors.publisher import dead_letter_record
@@ -147,10 +151,30 @@ class _Step:
 
 
 class IdentityRouter(_Step):
-    """The fast path on ``journeys.touchpoints``: known events skip the owner."""
+    """The fast path on ``journeys.touchpoints``: known events skip the owner.
+
+    With *owner* and *owns*: while this worker holds the owner's partition (``owns()``),
+    an event the fast path cannot answer is resolved here, at once and in its
+    partition's order, instead of taking the hop through ``journeys.identity-links``:
+    one produce, consume and decode fewer for about a third of the touchpoints, and a
+    person's events stay on one route. Other workers still send their misses to the
+    owner.
+    """
 
     hits = 0
     misses = 0
+
+    def __init__(
+        self,
+        serde: AvroSerde,
+        topics: Topics,
+        graph: IdentityGraph,
+        owner: IdentityOwner | None = None,
+        owns: Callable[[], bool] | None = None,
+    ) -> None:
+        super().__init__(serde, topics, graph)
+        self.owner = owner
+        self.owns = owns
 
     def process(
         self,
@@ -168,6 +192,8 @@ class IdentityRouter(_Step):
         person = self.graph.lookup(_identifiers(rec), to_millis(rec["occurred_at"]))
         if person is None:
             self.misses += 1
+            if self.owner is not None and self.owns is not None and self.owns():
+                return self.owner.resolved(rec, upstream, value)
             return [
                 Out(
                     self.topics.identity_links.name,
@@ -197,6 +223,14 @@ class IdentityOwner(_Step):
         rec, dead = self._decode(value, topic, partition, offset)
         if rec is None:
             return dead
+        # The owner's route is an upstream of its own: its events are in order per raw
+        # partition, but behind the fast path's.
+        route = b"owner/" + (upstream or f"{topic}[{partition}]".encode())
+        return self.resolved(rec, route)
+
+    def resolved(self, rec: dict[str, Any], route: bytes, value: bytes | None = None) -> list[Out]:
+        """Stitch the decoded touchpoint *rec*: the identity changes (with a merge
+        control for each merge) and the touchpoint with its person, on *route*."""
         resolution = self.graph.resolve(
             _identifiers(rec), rec["event_id"], to_millis(rec["occurred_at"])
         )
@@ -214,10 +248,7 @@ class IdentityOwner(_Step):
                         ((CONTROL_HEADER, MERGE_CONTROL),),
                     )
                 )
-        # The owner's route is an upstream of its own: its events are in order per raw
-        # partition, but behind the fast path's.
-        route = b"owner/" + (upstream or f"{topic}[{partition}]".encode())
-        out.append(self._routed(rec, resolution.person_id, route))
+        out.append(self._routed(rec, resolution.person_id, route, value))
         return out
 
     def forget(self, value: bytes) -> list[Out]:

@@ -120,6 +120,24 @@ def test_replay_lands_in_clickhouse_and_a_second_replay_changes_no_total(
         errors = service.query(f"SELECT location, error, payload FROM {db}.dead_letters FINAL")[1]
         assert all(str(path) + ":" in loc for loc, _, _ in errors)
         assert not any("@example.net" in payload for _, _, payload in errors)
+        # Once the journey stage has taken every touchpoint of the first replay, none of
+        # them arrived late there (the partitions' alignment and the per-upstream
+        # watermarks; without the alignment, hundreds did).
+        person_topic = Topics.from_settings(cfg).person_touchpoints.name
+        wait_for(
+            lambda: (
+                scrape(worker_port).get(
+                    f'journeys_engine_messages_total{{topic="{person_topic}"}}', 0
+                )
+                >= first.touchpoints
+            ),
+            60,
+            "the journey stage to take the first replay",
+            worker,
+        )
+        time.sleep(1.0)  # the sink's next batch (250 ms) holds any dead letter it produced
+        late = f"SELECT count() FROM {db}.dead_letters FINAL WHERE stage = 'journey'"
+        assert scalar(service, late) == 0
 
         second = replay(cfg, service, path)
         assert second.touchpoints == first.touchpoints
