@@ -64,6 +64,8 @@ Step = Callable[[bytes, str, int, int, bytes | None, bytes | None], list[Out]]
 _OFFSET_KEY = b"\x00changelog-offset"
 _FENCE_KEY = b"\x00fence"
 _MISSING: Any = object()
+#: confluent_kafka.KafkaError._PARTITION_EOF (librdkafka's end-of-partition event).
+_PARTITION_EOF = -191
 
 
 class _Aligner:
@@ -314,6 +316,8 @@ class Engine:
         self.stages: dict[str, Stage] = {}
         self.tables: dict[str, StateTable] = {}
         self._aligners: dict[str, _Aligner] = {}
+        #: Aligned partitions whose end librdkafka reported since their last message.
+        self._at_end: set[tuple[str, int]] = set()
         self._follows: dict[str, Callable[[Any], None]] = {}
         self._follower: Any = None
         self._consumer = consumer
@@ -438,10 +442,14 @@ class Engine:
         for msg in msgs:
             err = msg.error()
             if err is not None:
-                log.warning("engine consume error: %s", err)
+                if err.code() == _PARTITION_EOF:
+                    self._at_end.add((msg.topic(), msg.partition()))
+                else:
+                    log.warning("engine consume error: %s", err)
                 continue
             aligner = self._aligners.get(msg.topic())
             if aligner is not None:
+                self._at_end.discard((msg.topic(), msg.partition()))
                 aligner.add(msg)
                 continue
             self._process(msg)
@@ -458,15 +466,10 @@ class Engine:
         return done
 
     def _behind(self, topic: str, partition: int) -> bool:
-        """Whether *topic[partition]* has messages at the broker not fetched yet (or its
-        position is not known yet)."""
-        from confluent_kafka import TopicPartition
-
-        assert self._consumer is not None
-        tp = TopicPartition(topic, partition)
-        _low, high = self._consumer.get_watermark_offsets(tp, cached=True)
-        position = self._consumer.position([tp])[0].offset
-        return high is None or high < 0 or position < 0 or position < high
+        """Whether *topic[partition]* may have messages at the broker not consumed yet:
+        librdkafka has not reported its end (``enable.partition.eof``) since the last
+        message consumed from it. An empty partition reports its end at once."""
+        return (topic, partition) not in self._at_end
 
     def _process(self, msg: Any) -> None:
         topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
@@ -577,6 +580,7 @@ class Engine:
             self._committed.pop(key, None)
             if tp.topic in self._aligners:
                 self._aligners[tp.topic].release([tp.partition])
+                self._at_end.discard(key)
             stage = self.stages.get(tp.topic)
             if stage is None:
                 continue

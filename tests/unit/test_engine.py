@@ -17,6 +17,11 @@ from pipeline.agents.output import OutputError, OutputProducer
 from pipeline.settings import Settings
 
 
+class _Eof:
+    def code(self) -> int:
+        return -191  # KafkaError._PARTITION_EOF
+
+
 class _Msg:
     def __init__(
         self,
@@ -26,9 +31,10 @@ class _Msg:
         ts: int = 0,
         value: bytes = b"v",
         headers: list[tuple[str, bytes]] | None = None,
+        eof: bool = False,
     ) -> None:
         self._t, self._p, self._o, self._ts = topic, partition, offset, ts
-        self._v, self._h = value, headers
+        self._v, self._h, self._eof = value, headers, eof
 
     def topic(self) -> str:
         return self._t
@@ -51,8 +57,8 @@ class _Msg:
     def headers(self) -> list[tuple[str, bytes]] | None:
         return self._h
 
-    def error(self) -> None:
-        return None
+    def error(self) -> _Eof | None:
+        return _Eof() if self._eof else None
 
 
 # -- StateTable -----------------------------------------------------------------------
@@ -248,3 +254,34 @@ def test_nothing_is_saved_or_committed_when_an_output_is_lost(tmp_path: Path) ->
     engine.close()  # no checkpoint on the way out either
     assert not any(line.startswith("commit") for line in log)
     assert engine.tables["counts"].stored_offset(0) is None
+
+
+def test_an_aligned_topic_waits_for_a_partition_until_its_end_is_reported(
+    tmp_path: Path,
+) -> None:
+    log: list[str] = []
+    settings = Settings(data_dir=tmp_path, worker_id="w")
+    batches = [
+        [_Msg("tp", 0, 0, ts=10, value=b"p0-a"), _Msg("tp", 0, 1, ts=30, value=b"p0-b")],
+        [_Msg("tp", 1, 0, ts=20, value=b"p1-a")],
+        [_Msg("tp", 1, 0, eof=True)],
+    ]
+    engine = Engine(
+        settings,
+        OutputProducer({}, producer=_Producer(log)),
+        commit_interval_s=3600,
+        consumer=_Consumer(log, batches),
+    )
+    seen: list[bytes] = []
+
+    def step(value: bytes, *_rest: Any) -> list[Out]:
+        seen.append(value)
+        return []
+
+    engine.stage(Stage("tp", step, aligned=True))
+    engine._aligners["tp"].assign([0, 1])
+    assert engine.poll() == 0  # partition 1 may hold older messages: wait for it
+    assert engine.poll() == 2  # it did: the oldest first, until partition 1 is empty again
+    assert seen == [b"p0-a", b"p1-a"]
+    assert engine.poll() == 1  # partition 1 reported its end: p0-b need not wait
+    assert seen == [b"p0-a", b"p1-a", b"p0-b"]
