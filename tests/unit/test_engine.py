@@ -15,51 +15,9 @@ from pipeline.agents.engine import Engine, EngineError, Stage, StateTable, _Alig
 from pipeline.agents.messages import UPSTREAM_HEADER, Out
 from pipeline.agents.output import OutputError, OutputProducer
 from pipeline.settings import Settings
-
-
-class _Eof:
-    def code(self) -> int:
-        return -191  # KafkaError._PARTITION_EOF
-
-
-class _Msg:
-    def __init__(
-        self,
-        topic: str,
-        partition: int,
-        offset: int,
-        ts: int = 0,
-        value: bytes = b"v",
-        headers: list[tuple[str, bytes]] | None = None,
-        eof: bool = False,
-    ) -> None:
-        self._t, self._p, self._o, self._ts = topic, partition, offset, ts
-        self._v, self._h, self._eof = value, headers, eof
-
-    def topic(self) -> str:
-        return self._t
-
-    def partition(self) -> int:
-        return self._p
-
-    def offset(self) -> int:
-        return self._o
-
-    def timestamp(self) -> tuple[int, int]:
-        return (1, self._ts)
-
-    def value(self) -> bytes:
-        return self._v
-
-    def key(self) -> bytes:
-        return b""
-
-    def headers(self) -> list[tuple[str, bytes]] | None:
-        return self._h
-
-    def error(self) -> _Eof | None:
-        return _Eof() if self._eof else None
-
+from tests.unit.kafka_fakes import FakeConsumer as _Consumer
+from tests.unit.kafka_fakes import FakeMessage as _Msg
+from tests.unit.kafka_fakes import FakeProducer as _Producer
 
 # -- StateTable -----------------------------------------------------------------------
 
@@ -139,50 +97,6 @@ def test_the_aligner_waits_for_a_partition_that_is_behind_but_not_forever() -> N
 
 
 # -- Engine ---------------------------------------------------------------------------
-
-
-class _Producer:
-    """confluent-kafka's Producer: acknowledges everything on flush, with offsets."""
-
-    def __init__(self, log: list[str]) -> None:
-        self.log = log
-        self.fail = False
-        self.offsets: dict[tuple[str, int], int] = {}
-        self.queued: list[tuple[Any, _Msg]] = []
-
-    def produce(self, topic: str, **kw: Any) -> None:
-        partition = kw.get("partition", 0)
-        offset = self.offsets.get((topic, partition), 0)
-        self.offsets[(topic, partition)] = offset + 1
-        self.queued.append((kw["on_delivery"], _Msg(topic, partition, offset)))
-        self.log.append(f"produce {topic}[{partition}] {kw['key']!r}={kw['value']!r}")
-
-    def poll(self, _timeout: float = 0) -> int:
-        return 0
-
-    def flush(self, _timeout: float = 0) -> int:
-        self.log.append("flush")
-        for callback, msg in self.queued:
-            callback("broker down" if self.fail else None, msg)
-        self.queued.clear()
-        return 0
-
-
-class _Consumer:
-    def __init__(self, log: list[str], batches: list[list[_Msg]]) -> None:
-        self.log = log
-        self.batches = batches
-
-    def consume(self, _n: int, timeout: float = 0) -> list[_Msg]:
-        return self.batches.pop(0) if self.batches else []
-
-    def close(self) -> None:
-        self.log.append("close")
-
-    def commit(self, offsets: list[Any], asynchronous: bool = True) -> None:
-        self.log.append(
-            "commit " + ",".join(f"{tp.topic}[{tp.partition}]@{tp.offset}" for tp in offsets)
-        )
 
 
 def _engine(tmp_path: Path, log: list[str], batches: list[list[_Msg]]) -> Engine:

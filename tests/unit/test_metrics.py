@@ -46,6 +46,7 @@ from pipeline.settings import REPO_ROOT, Settings
 from pipeline.stack import child_env, settings_for
 from pipeline.topics import Topics
 from sinks.runner import SinkStats, sink_metrics
+from tests.unit.kafka_fakes import FakeConsumer, FakeMessage, FakeProducer
 
 # One sample line of the text format 0.0.4: name, optional {label="value",...}, value.
 _LABEL_PAIR = r'[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\\\|\\"|\\n)*"'
@@ -272,65 +273,6 @@ def test_journeys_run_gives_each_process_its_own_port() -> None:
 # ---- the worker's, sink's and collector's families ------------------------------------------
 
 
-class _Msg:
-    def __init__(self, topic: str, partition: int, offset: int, value: bytes) -> None:
-        self._t, self._p, self._o, self._v = topic, partition, offset, value
-
-    def topic(self) -> str:
-        return self._t
-
-    def partition(self) -> int:
-        return self._p
-
-    def offset(self) -> int:
-        return self._o
-
-    def timestamp(self) -> tuple[int, int]:
-        return (1, self._o)
-
-    def value(self) -> bytes:
-        return self._v
-
-    def headers(self) -> None:
-        return None
-
-    def error(self) -> None:
-        return None
-
-
-class _Producer:
-    """confluent-kafka's Producer, with the acknowledgements held until flush."""
-
-    def __init__(self) -> None:
-        self.queued: list[tuple[Any, _Msg]] = []
-
-    def produce(self, topic: str, **kw: Any) -> None:
-        self.queued.append((kw["on_delivery"], _Msg(topic, kw.get("partition", 0), 0, b"")))
-
-    def poll(self, _timeout: float = 0) -> int:
-        return 0
-
-    def flush(self, _timeout: float = 0) -> int:
-        for callback, msg in self.queued:
-            callback(None, msg)
-        self.queued.clear()
-        return 0
-
-
-class _Consumer:
-    def __init__(self, batches: list[list[_Msg]]) -> None:
-        self.batches = batches
-
-    def consume(self, _n: int, timeout: float = 0) -> list[_Msg]:
-        return self.batches.pop(0) if self.batches else []
-
-    def close(self) -> None:
-        pass
-
-    def commit(self, offsets: list[Any], asynchronous: bool = True) -> None:
-        pass
-
-
 def test_the_worker_metrics_read_the_engine_output_and_router(tmp_path: Path) -> None:
     serde = AvroSerde.from_dir(REPO_ROOT / "schemas")
     settings = Settings(data_dir=tmp_path, worker_id="w", topic_prefix="m")
@@ -343,9 +285,18 @@ def test_the_worker_metrics_read_the_engine_output_and_router(tmp_path: Path) ->
         ).to_record(),
     )
     tp = topics.touchpoints.name
-    batches = [[_Msg(tp, 0, 0, value), _Msg(tp, 1, 0, value), _Msg("other", 0, 0, b"x")]]
-    producer = _Producer()
-    engine = Engine(settings, OutputProducer({}, producer=producer), consumer=_Consumer(batches))
+    batches = [
+        [
+            FakeMessage(tp, 0, 0, value=value),
+            FakeMessage(tp, 1, 0, value=value),
+            FakeMessage("other", 0, 0, value=b"x"),
+        ]
+    ]
+    log: list[str] = []
+    producer = FakeProducer(log)
+    engine = Engine(
+        settings, OutputProducer({}, producer=producer), consumer=FakeConsumer(log, batches)
+    )
     router = IdentityRouter(serde, topics, IdentityGraph())
     engine.stage(Stage(tp, router.process))
     state = engine.table("state", partitions=2)
