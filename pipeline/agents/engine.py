@@ -136,7 +136,7 @@ class EngineError(RuntimeError):
 
 
 def engine_group(settings: Settings) -> str:
-    """The consumer group of the workers' engines (the Faust app's is ``worker_id``)."""
+    """The consumer group of the workers' engines (the worker's Faust app joins none)."""
     return f"{settings.worker_id}-engine"
 
 
@@ -395,6 +395,9 @@ class Engine:
                     "session.timeout.ms": session_ms,
                     "heartbeat.interval.ms": max(500, session_ms // 6),
                     "fetch.wait.max.ms": 20,
+                    # End-of-partition events tell the aligner which partitions have
+                    # nothing more to give (see _behind).
+                    "enable.partition.eof": True,
                     "log.connection.close": False,
                 }
             )
