@@ -54,6 +54,9 @@ log = logging.getLogger(__name__)
 WATERMARK_KEY = "__watermark__:{partition}"
 #: Table key of an absorbed person: its survivor (set when the merge control arrives).
 FORWARD_KEY = "__forward__:{person}"
+#: A hand-over follows at most this many forwards (a chain of merges); more means a
+#: cycle of reversed merges, which the survivor it has reached then ends.
+MAX_HANDOVER_HOPS = 16
 BOOTSTRAP_VERSION = "bootstrap"
 
 
@@ -309,13 +312,17 @@ class JourneyStep:
         return [self._dead(f"unknown control {control!r}", value, topic, partition, offset)]
 
     def _hand_over(self, change: dict[str, Any]) -> list[Out]:
-        """On the absorbed person's partition: leave a forward, send the state on."""
+        """On the absorbed person's partition: leave a forward, send the state on.
+
+        The hand-over goes even when the absorbed person has no state here: the
+        survivor's partition must see it, because a re-derived merge can reverse an
+        older one (see :meth:`_take_over`).
+        """
         absorbed, survivor = str(change["absorbed_person_id"]), str(change["person_id"])
         self.states[FORWARD_KEY.format(person=absorbed)] = survivor
         raw = self.states.get(absorbed)
-        if raw is None:
-            return []
-        del self.states[absorbed]
+        if raw is not None:
+            del self.states[absorbed]
         payload = {"survivor": survivor, "absorbed": absorbed, "state": raw}
         return [
             Out(
@@ -327,19 +334,41 @@ class JourneyStep:
         ]
 
     def _take_over(self, payload: dict[str, Any], partition: int) -> list[Out]:
-        """On the survivor's partition: merge the absorbed state, re-attribute, emit."""
-        survivor = str(payload["survivor"])
-        further = self.states.get(FORWARD_KEY.format(person=survivor))
+        """On the survivor's partition: merge the absorbed state, re-attribute, emit.
+
+        When the identity owner re-derives a component after a late event, a merge can
+        reverse an older one (B into A after A into B). The survivor then still has its
+        forward to the person it now absorbs; that forward is stale, and following it
+        would send touchpoints and states back and forth for ever. It is dropped: the
+        survivor is live again. The absorbed side sent this hand-over before it
+        forwarded anything to the survivor, so nothing bounces more than once.
+        """
+        survivor, absorbed_id = str(payload["survivor"]), str(payload["absorbed"])
+        forward_key = FORWARD_KEY.format(person=survivor)
+        further = self.states.get(forward_key)
+        if further == absorbed_id:
+            log.info("merge of %s into %s reverses an older one", absorbed_id, survivor)
+            del self.states[forward_key]
+            further = None
         if further:  # the survivor was absorbed meanwhile: pass the state on
-            payload = {**payload, "survivor": further}
-            return [
-                Out(
-                    self.topics.person_touchpoints.name,
-                    str(further).encode(),
-                    json.dumps(payload, separators=(",", ":")).encode(),
-                    ((CONTROL_HEADER, HANDOVER_CONTROL),),
-                )
-            ]
+            hops = int(payload.get("hops", 0))
+            if hops < MAX_HANDOVER_HOPS:
+                payload = {**payload, "survivor": further, "hops": hops + 1}
+                return [
+                    Out(
+                        self.topics.person_touchpoints.name,
+                        str(further).encode(),
+                        json.dumps(payload, separators=(",", ":")).encode(),
+                        ((CONTROL_HEADER, HANDOVER_CONTROL),),
+                    )
+                ]
+            # A longer cycle of reversed merges: end it here, this person is live.
+            log.warning(
+                "hand-over of %s went round %d forwards; kept by %s", absorbed_id, hops, survivor
+            )
+            del self.states[forward_key]
+        if payload.get("state") is None:
+            return []
         absorbed = JourneyState.from_dict(payload["state"])
         raw = self.states.get(survivor)
         mine = JourneyState.from_dict(raw) if raw else JourneyState(survivor, absorbed.watermark_ms)
