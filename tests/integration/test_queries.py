@@ -199,6 +199,14 @@ def test_no_event_of_a_replay_in_event_time_arrives_late(pipeline: PipelineRun) 
     assert int(pipeline.scalar(late)) == 0
 
 
+def test_touchpoints_are_forwarded_a_bounded_number_of_times(pipeline: PipelineRun) -> None:
+    """A touchpoint routed to a person absorbed meanwhile is forwarded to the survivor
+    (one more row for the sink, deduplicated by FINAL); never round in a loop, which
+    FINAL would hide (a reversed merge once made 80,000 messages of 20,000)."""
+    inserted = pipeline.service.sink.stats.rows["touchpoints"]
+    assert pipeline.touchpoints <= inserted <= 1.2 * pipeline.touchpoints
+
+
 @pytest.mark.timeout(240)
 def test_every_query_returns_rows(pipeline: PipelineRun) -> None:
     assert pipeline.wall_s < 60, f"the pipeline took {pipeline.wall_s:.0f}s"
