@@ -1,4 +1,4 @@
-"""``journeys worker``: run the Faust stream processors."""
+"""``journeys worker``: run the stream processors (a Faust worker with the batch engine)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "worker",
         help="run the stream processors (Faust worker)",
-        description="Run one Faust worker: it consumes journeys.touchpoints and produces the "
-        "derived topics. Start several (each with its own JOURNEYS_DATA_DIR) to share the "
-        "partitions. Needs a broker on JOURNEYS_KAFKA_BOOTSTRAP.",
+        description="Run one worker (a Faust worker whose batch engine runs the identity, "
+        "journey and model-learning stages): it consumes journeys.touchpoints and produces "
+        "the derived topics. Start several (each with its own JOURNEYS_DATA_DIR) to share the "
+        "partitions: they join the consumer group <JOURNEYS_WORKER_ID>-engine. Needs a broker "
+        "on JOURNEYS_KAFKA_BOOTSTRAP. With JOURNEYS_METRICS_PORT set it serves Prometheus "
+        "metrics on /metrics (docs/metrics.md).",
     )
     p.set_defaults(func=run)
 
