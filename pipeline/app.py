@@ -192,7 +192,7 @@ def create_app(settings: Settings, serde: AvroSerde | None = None) -> WorkerApp:
     paths = engine.table("model-paths", partitions=1)
     seen = engine.table("model-journeys", partitions=1)
     learner = ModelLearner(
-        serde, topics, paths, seen, snapshots.table, refit_every=settings.model_refit_every
+        serde, topics, paths, seen, snapshots, refit_every=settings.model_refit_every
     )
     engine.stage(Stage(topics.closed_paths.name, learner.process, (paths, seen)))
 

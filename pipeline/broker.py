@@ -72,28 +72,6 @@ def kafka_answers(
     return True
 
 
-#: The cluster id the embedded Tansu broker reports.
-TANSU_CLUSTER_ID = "tansu_cluster"
-
-
-def is_tansu(bootstrap: str, client_config: dict[str, Any] | None = None) -> bool:
-    """Whether the broker on *bootstrap* is Tansu (the embedded development broker).
-
-    Tansu 0.x reports a partition's high watermark as the base offset of its last record
-    batch plus one, so after a batch of several records the high watermark is below the
-    last offset. Faust's recovery check then refuses to start a worker whose local table
-    state is ahead of it (after a ``kill -9``); the worker turns that check off on Tansu.
-    """
-    from confluent_kafka.admin import AdminClient
-
-    conf = {**(client_config or {}), "bootstrap.servers": bootstrap, "socket.timeout.ms": 2000}
-    try:
-        metadata = AdminClient(conf).list_topics(timeout=5.0)
-    except Exception:  # noqa: BLE001 - no answer: not known to be Tansu
-        return False
-    return bool(metadata.cluster_id == TANSU_CLUSTER_ID)
-
-
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL("libc.so.6", use_errno=True)

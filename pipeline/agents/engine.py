@@ -33,7 +33,7 @@ committed offsets. A worker killed at any point resumes from the committed offse
 changelog partition and reads the changelog from the offset the local store has
 reached up to its fence. Reading up to a fence rather than to the high watermark
 also works on the embedded Tansu broker, whose high watermark lags behind
-multi-record batches (:func:`pipeline.broker.is_tansu`).
+multi-record batches (``tests/integration/test_broker_quirks.py``).
 """
 
 from __future__ import annotations

@@ -462,7 +462,7 @@ class ModelLearner:
         topics: Topics,
         counts: MutableMapping[str, Any],
         seen: MutableMapping[str, Any],
-        snapshots: MutableMapping[str, Any],
+        snapshots: SnapshotCache,
         refit_every: int = 200,
         config: AttributionConfig = DEFAULT_CONFIG,
     ) -> None:
@@ -551,11 +551,7 @@ class ModelLearner:
                 "weights": {str(k): float(v) for k, v in record.get("weights", {}).items()},
                 "snapshot_json": json.dumps(record, separators=(",", ":")),
             }
-            self.snapshots[model] = {
-                "version": version,
-                "snapshot_json": model_record["snapshot_json"],
-                "computed_ms": to_millis(now),
-            }
+            self.snapshots.offer(model_record)  # this worker credits with it at once
             out.append(
                 Out(
                     self.topics.attribution_models.name,

@@ -1,22 +1,18 @@
-"""The worker's output producer: the agents' messages go through librdkafka, not aiokafka.
+"""The worker's output producer: every message the stages return goes through librdkafka.
 
-Faust's own producer (aiokafka, in pure Python) costs about 100 µs of worker CPU per
-message; librdkafka takes a few µs in the calling thread and does the rest in its own.
-Faust keeps its producer for the tables' changelogs; everything an agent returns as an
-:class:`~pipeline.agents.messages.Out` is produced here.
+librdkafka takes a few µs per message in the calling thread and does the rest in its
+own threads. Everything a step returns as an :class:`~pipeline.agents.messages.Out`,
+and the engine's changelog records, are produced here.
 
-At-least-once holds as before: Faust commits offsets only after ``producer.flush()``,
-and the worker's app (:mod:`pipeline.app`) makes that flush also wait until every message
-produced here was acknowledged by the broker (or raise, so that nothing is committed
-past a lost output). One producer per worker, shared by all agents, so the messages of
-one partition leave in the order the agents produced them (the identity owner's merge
+At-least-once: the batch engine (:mod:`pipeline.agents.engine`) calls
+:meth:`OutputProducer.flush_sync` at every checkpoint, before it commits offsets, and
+commits nothing if a message was lost. One producer per worker, so the messages of one
+partition leave in the order the steps produced them (the identity owner's merge
 controls rely on it); ``enable.idempotence`` keeps that order across retries.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from functools import partial
@@ -42,13 +38,10 @@ class OutputError(RuntimeError):
 
 
 class OutputProducer:
-    """Produce :class:`Out` messages with confluent-kafka; :meth:`flush` waits for acks.
+    """Produce :class:`Out` messages with confluent-kafka; :meth:`flush_sync` waits for acks.
 
-    Everything runs on the event loop's thread: :meth:`send` queues a message in
-    librdkafka (which sends it from its own threads after ``linger.ms``), and delivery
-    reports are served by ``poll(0)`` from a background task and from :meth:`flush`.
-    :meth:`flush` waits for the messages produced *before* it was called, not for an
-    empty queue, which the agents might never leave under a steady load.
+    Delivery reports are served by :meth:`flush_sync` (and while librdkafka's queue is
+    full): a failed delivery is kept until the next flush, which raises it.
     """
 
     def __init__(self, config: dict[str, Any], producer: Any = None) -> None:
@@ -58,38 +51,31 @@ class OutputProducer:
             producer = Producer({**config, **OUTPUT_PRODUCER_CONF})
         self._producer = producer
         self._errors: list[str] = []
-        self._poller: asyncio.Task[None] | None = None
-        self._seq = 0
-        #: Sequence numbers of the messages not yet acknowledged, oldest first.
-        self._pending: dict[int, None] = {}
-
-    @property
-    def produced(self) -> int:
-        return self._seq
+        self.produced = 0
 
     @property
     def unacknowledged(self) -> int:
-        """Messages produced and not yet acknowledged by the broker."""
-        return len(self._pending)
+        """Messages produced whose delivery report has not been served yet."""
+        return len(self._producer)
 
-    def _delivered(
-        self, seq: int, also: Callable[[Any, Any], None] | None, err: Any, msg: Any
-    ) -> None:
-        self._pending.pop(seq, None)
+    def _delivered(self, err: Any, _msg: Any) -> None:
         if err is not None:
             self._errors.append(str(err))
-        elif also is not None:
+
+    def _delivered_and(self, also: Callable[[Any, Any], None], err: Any, msg: Any) -> None:
+        if err is not None:
+            self._errors.append(str(err))
+        else:
             also(err, msg)
 
     def send(self, out: Out, on_delivery: Callable[[Any, Any], None] | None = None) -> None:
-        """Queue *out* in librdkafka; *on_delivery(err, msg)* is also called on its report."""
-        if self._poller is None:
-            self._start_poller()
-        self._seq += 1
-        seq = self._seq
-        self._pending[seq] = None
+        """Queue *out* in librdkafka; *on_delivery(err, msg)* is also called on its report
+        when it was delivered."""
+        self.produced += 1
+        callback = (
+            self._delivered if on_delivery is None else partial(self._delivered_and, on_delivery)
+        )
         extra: dict[str, Any] = {} if out.partition is None else {"partition": out.partition}
-        callback = partial(self._delivered, seq, on_delivery)
         while True:
             try:
                 self._producer.produce(
@@ -105,44 +91,11 @@ class OutputProducer:
                 # librdkafka's queue is full: serve delivery reports until there is room.
                 self._producer.poll(0.05)
 
-    def send_all(self, outs: list[Out]) -> None:
-        for out in outs:
-            self.send(out)
-
-    def _start_poller(self) -> None:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return
-        self._poller = loop.create_task(self._poll())
-
-    async def _poll(self) -> None:
-        """Serve delivery reports now and then, so that the queue of reports stays short."""
-        while True:
-            self._producer.poll(0)
-            await asyncio.sleep(0.05)
-
-    def _oldest_pending(self) -> int | None:
-        return next(iter(self._pending), None)
-
-    async def flush(self) -> None:
-        """Wait until every message produced so far is acknowledged; raise if one failed."""
-        target = self._seq
-        while True:
-            self._producer.poll(0)
-            if self._errors:
-                errors, self._errors = self._errors[:5], []
-                raise OutputError(f"output messages not delivered: {'; '.join(errors)}")
-            oldest = self._oldest_pending()
-            if oldest is None or oldest > target:
-                return
-            await asyncio.sleep(0.002)
-
     def flush_sync(self, timeout: float = 60.0) -> None:
         """Block until every message queued so far is acknowledged; raise if one failed.
 
-        For the batch engine (:mod:`pipeline.agents.engine`), whose checkpoints run
-        between batches on the event loop's thread: nothing is produced meanwhile.
+        The batch engine's checkpoints call it between batches, on the event loop's
+        thread: nothing is produced meanwhile.
         """
         left = self._producer.flush(timeout)
         if self._errors:
@@ -150,11 +103,3 @@ class OutputProducer:
             raise OutputError(f"output messages not delivered: {'; '.join(errors)}")
         if left:
             raise OutputError(f"{left} output messages not acknowledged after {timeout:.0f} s")
-
-    async def close(self) -> None:
-        await self.flush()
-        if self._poller is not None:
-            self._poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._poller
-            self._poller = None

@@ -117,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
     from confluent_kafka import Producer
     from rich.table import Table
 
+    from pipeline.agents.identity import OWNER_KEY
     from pipeline.core.pii import PIIError
     from pipeline.topics import CONTROL_HEADER, FORGET_CONTROL, Topics
 
@@ -134,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
     producer = Producer({**cfg.kafka_config(), "acks": "all"})
     producer.produce(
         Topics.from_settings(cfg).identity_links.name,
-        key=b"owner",
+        key=OWNER_KEY,
         value=json.dumps(request).encode(),
         headers=[(CONTROL_HEADER, FORGET_CONTROL)],
     )

@@ -6,10 +6,21 @@ from __future__ import annotations
 
 import uuid
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from pipeline.broker import is_tansu
+#: The cluster id the embedded Tansu broker reports.
+TANSU_CLUSTER_ID = "tansu_cluster"
+
+
+def is_tansu(bootstrap: str) -> bool:
+    """Whether the broker on *bootstrap* is Tansu (its cluster id); False if none answers."""
+    conf = {"bootstrap.servers": bootstrap, "socket.timeout.ms": 2000}
+    try:
+        metadata = AdminClient(conf).list_topics(timeout=5.0)
+    except KafkaException:
+        return False
+    return bool(metadata.cluster_id == TANSU_CLUSTER_ID)
 
 
 def test_tansu_is_recognised_and_under_reports_the_high_watermark(broker: str) -> None:

@@ -29,7 +29,6 @@ from connectors.registry import get_source
 from connectors.replay import replay_files
 from pipeline.broker import free_port
 from pipeline.core.attribution import MODELS
-from pipeline.core.model import Touchpoint
 from pipeline.settings import Settings
 from pipeline.stack import SinkService, spawn, stop_process
 from pipeline.topics import ensure_topics
@@ -111,23 +110,21 @@ def run_pipeline(
                     break
             time.sleep(0.3)
         publisher = Publisher(cfg, service.serde)
-        touchpoints: list[Touchpoint] = []
-        for name, source in FILES.items():
-            stats = replay_files(
-                [out / name],
-                get_source(source),
-                touchpoints.append,
-                lambda rej: publisher.rejected(rej, "replay"),
-            )
-            run.records += stats.records
-            run.rejected += stats.rejected
-        # Live, the sources would have sent their events interleaved in time: publish
-        # them that way, so no source's events arrive a month behind the watermark.
-        touchpoints.sort(key=lambda tp: tp.occurred_at)
-        for tp in touchpoints:
-            publisher.touchpoint(tp)
+        # Live, the sources would have sent their events interleaved in time: replay
+        # them merged in event time, as `journeys replay --source auto` does, so no
+        # source's events arrive a month behind the watermark.
+        stats = replay_files(
+            [out / name for name in FILES],
+            [get_source(source) for source in FILES.values()],
+            publisher.touchpoint,
+            lambda rej: publisher.rejected(rej, "replay"),
+        )
         publisher.flush()
-        run.touchpoints = len(touchpoints)
+        run.records, run.rejected, run.touchpoints = (
+            stats.records,
+            stats.rejected,
+            stats.touchpoints,
+        )
         inserted = service.sink.stats.rows
         deadline = time.monotonic() + 90
         while inserted["touchpoints"] < run.touchpoints or inserted["dead_letters"] < run.rejected:

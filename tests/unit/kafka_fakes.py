@@ -69,6 +69,9 @@ class FakeProducer:
     def poll(self, _timeout: float = 0) -> int:
         return 0
 
+    def __len__(self) -> int:
+        return len(self.queued)
+
     def flush(self, _timeout: float = 0) -> int:
         self.log.append("flush")
         for callback, msg in self.queued:

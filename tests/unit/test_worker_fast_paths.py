@@ -5,7 +5,6 @@ queue."""
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
@@ -103,47 +102,41 @@ def test_the_watermark_is_persisted_at_most_every_n_events(serde: AvroSerde) -> 
 
 
 class _FakeProducer:
-    """confluent-kafka's Producer, with deliveries served on demand."""
+    """confluent-kafka's Producer: delivery reports are served by flush (in order)."""
 
     def __init__(self) -> None:
         self.queued: list[Any] = []
         self.fail: set[int] = set()
-        self.deliver_now = 0
+        self.served = 0
 
     def produce(self, topic: str, **kwargs: Any) -> None:
         self.queued.append(kwargs["on_delivery"])
 
     def poll(self, _timeout: float = 0) -> int:
-        served = 0
-        while self.queued and self.deliver_now > 0:
+        return 0
+
+    def flush(self, _timeout: float = 0) -> int:
+        while self.queued:
             callback = self.queued.pop(0)
-            self.deliver_now -= 1
-            index = callback.args[0]
-            callback("broker down" if index in self.fail else None, None)
-            served += 1
-        return served
+            self.served += 1
+            callback("broker down" if self.served in self.fail else None, "msg")
+        return 0
 
     def __len__(self) -> int:
         return len(self.queued)
 
 
-def test_flush_waits_for_what_was_produced_before_it() -> None:
-    async def scenario() -> None:
-        fake = _FakeProducer()
-        out = OutputProducer({}, producer=fake)
-        for _ in range(3):
-            out.send(Out("t", b"k", b"v"))
-        flushing = asyncio.ensure_future(out.flush())
-        await asyncio.sleep(0.01)
-        assert not flushing.done()
-        out.send(Out("t", b"k", b"later"))  # produced after the flush began
-        fake.deliver_now = 3
-        await asyncio.wait_for(flushing, 1.0)  # the 4th is not waited for
-        assert len(fake) == 1
-        fake.fail = {4}
-        fake.deliver_now = 1
-        with pytest.raises(OutputError, match="broker down"):
-            await out.flush()
-        await out.close()
-
-    asyncio.run(scenario())
+def test_flush_sync_waits_for_every_message_and_raises_a_lost_one() -> None:
+    fake = _FakeProducer()
+    out = OutputProducer({}, producer=fake)
+    reports: list[Any] = []
+    for _ in range(3):
+        out.send(Out("t", b"k", b"v"), lambda _err, msg: reports.append(msg))
+    assert out.unacknowledged == 3 and out.produced == 3
+    out.flush_sync()
+    assert out.unacknowledged == 0 and reports == ["msg"] * 3
+    fake.fail = {4}
+    out.send(Out("t", b"k", b"lost"), lambda _err, msg: reports.append(msg))
+    with pytest.raises(OutputError, match="broker down"):
+        out.flush_sync()
+    assert len(reports) == 3  # a lost message is not reported as delivered
