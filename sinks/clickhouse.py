@@ -163,7 +163,10 @@ _CREATE = re.compile(
     r"[\w.]+)",
     re.IGNORECASE,
 )
-_ALTER = re.compile(r"^(ALTER\s+TABLE\s+[\w.]+)", re.IGNORECASE)
+_ALTER = re.compile(
+    r"^((?:ALTER|DROP)\s+TABLE\s+(?:IF\s+EXISTS\s+)?[\w.]+|EXCHANGE\s+TABLES\s+[\w.]+\s+AND\s+[\w.]+)",
+    re.IGNORECASE,
+)
 _ENGINE = re.compile(
     r"ENGINE\s*=\s*((?:Replacing|Summing|Aggregating|Collapsing|VersionedCollapsing)?"
     r"MergeTree)\b"
@@ -388,6 +391,7 @@ def journey_row(rec: dict[str, Any], _p: int, _o: int, _now: datetime) -> tuple[
         hops,
         days,
         int(rec.get("version") or 1),
+        1 if rec.get("retracted") else 0,
     )
 
 
@@ -396,7 +400,7 @@ JOURNEYS = TableSpec(
     (
         "journey_id", "person_id", "started_at", "ended_at", "converted", "conversion_event_id",
         "revenue", "path", "touch_event_ids", "touch_times", "touch_count", "hops",
-        "days_to_convert", "version",
+        "days_to_convert", "version", "is_deleted",
     ),
     journey_row,
 )  # fmt: skip

@@ -7,7 +7,9 @@ them to topics and tables; tests drive them with plain dicts.
 * :class:`JourneyStep` consumes ``journeys.person-touchpoints`` (keyed by person), keeps
   each person's :class:`~pipeline.core.journeys.JourneyState` in a table, and emits
   closed journeys, their paths (for the data-driven models) and, for each conversion,
-  the credit of all eight models. Late events become dead letters.
+  the credit of all eight models, as soon as the conversion is processed. A late event
+  joins its journey and every journey it changes is emitted again (``version + 1``);
+  only an event too old to change any answer becomes a dead letter.
 * :class:`ModelLearner` consumes ``journeys.closed-paths`` (one partition: one learner),
   keeps path counts in a table, refits ``markov`` and ``shapley`` every
   ``refit_every`` paths and publishes the snapshots. Until the first snapshot exists
@@ -19,7 +21,6 @@ from __future__ import annotations
 import heapq
 import json
 import logging
-import time
 from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -32,12 +33,19 @@ from pipeline.core.attribution import (
     DEFAULT_CONFIG,
     MODELS,
     AttributionConfig,
+    AttributionError,
     ModelSnapshot,
     attribute_conversion,
     fit_snapshot,
     snapshot_from_record,
 )
-from pipeline.core.journeys import ClosedJourney, JourneyBuilder, JourneyRules, JourneyState
+from pipeline.core.journeys import (
+    ClosedJourney,
+    JourneyBuilder,
+    JourneyError,
+    JourneyRules,
+    JourneyState,
+)
 from pipeline.core.model import Touchpoint, to_millis
 from pipeline.core.paths import PathRow, PathStats
 from pipeline.serde import AvroSerde, SerdeError
@@ -52,6 +60,8 @@ from pipeline.topics import (
 log = logging.getLogger(__name__)
 
 WATERMARK_KEY = "__watermark__:{partition}"
+#: Keys of this stage's own bookkeeping in the state table (never a person id).
+_RESERVED = "__"
 #: Table key of an absorbed person: its survivor (set when the merge control arrives).
 FORWARD_KEY = "__forward__:{person}"
 #: A hand-over follows at most this many forwards (a chain of merges); more means a
@@ -74,26 +84,38 @@ class SnapshotCache:
         self._parsed: dict[str, tuple[str, ModelSnapshot]] = {}
 
     def offer(self, record: dict[str, Any]) -> None:
-        """An AttributionModel record: kept if it is newer than the model's current one."""
+        """An AttributionModel record: kept if it is newer than the model's current one.
+
+        The snapshot is parsed here, where it enters: one that cannot be used raises
+        :class:`~pipeline.core.attribution.AttributionError` (or ``ValueError``) for the
+        caller to dead-letter, and never reaches :meth:`get`.
+        """
         model = str(record["model"])
         computed_ms = to_millis(record["computed_at"])
         current = self.table.get(model)
         if current is not None and int(current.get("computed_ms", 0)) > computed_ms:
             return
+        version = str(record["version"])
+        snapshot = snapshot_from_record(json.loads(record["snapshot_json"]))
         self.table[model] = {
-            "version": str(record["version"]),
+            "version": version,
             "snapshot_json": record["snapshot_json"],
             "computed_ms": computed_ms,
         }
+        self._parsed[model] = (version, snapshot)
 
     def get(self, model: str) -> tuple[str, ModelSnapshot | None]:
         record = self.table.get(model)
         if not record:
             return BOOTSTRAP_VERSION, None
-        version = str(record["version"])
+        version = str(record.get("version"))
         cached = self._parsed.get(model)
         if cached is None or cached[0] != version:
-            cached = (version, snapshot_from_record(json.loads(record["snapshot_json"])))
+            try:
+                cached = (version, snapshot_from_record(json.loads(record["snapshot_json"])))
+            except (AttributionError, KeyError, TypeError, ValueError) as exc:
+                log.warning("snapshot %s of %s unusable (%s): linear instead", version, model, exc)
+                return BOOTSTRAP_VERSION, None
             self._parsed[model] = cached
         return cached
 
@@ -129,25 +151,15 @@ class JourneyStep:
         snapshots: SnapshotCache,
         rules: JourneyRules | None = None,
         config: AttributionConfig = DEFAULT_CONFIG,
-        idle_after_s: float = 30.0,
-        watermark_persist_every: int = 1000,
-        watermark_persist_s: float = 1.0,
     ) -> None:
         self.topics = topics
         self.serde = serde
         self.states = states
         self.snapshots = snapshots
         self.builder = JourneyBuilder(rules or JourneyRules())
-        self.lateness_ms = self.builder.rules.allowed_lateness_ms
         self.config = config
         self.deadlines = _Deadlines()
-        self.idle_after_s = idle_after_s
-        self._last_seen: dict[int, dict[str, float]] = {}
-        self.watermark_persist_every = watermark_persist_every
-        self.watermark_persist_s = watermark_persist_s
-        self._maxima: dict[int, dict[str, int]] = {}
-        self._wm_unsaved: dict[int, int] = {}
-        self._wm_saved_at: dict[int, float] = {}
+        self._watermarks: dict[int, int] = {}
         self._deadlines_loaded: set[int] = set()
         self._encode_tp = serde.encoder("Touchpoint")
         self._encode_journey = serde.encoder("Journey")
@@ -162,49 +174,33 @@ class JourneyStep:
         )
         return Out(self.topics.dead_letters.name, b"pipeline", self._encode_dead(record))
 
-    def _watermark(self, partition: int, occurred_ms: int, upstream: str) -> int:
-        """Event-time watermark of *partition*: the slowest active upstream, less lateness.
+    def _watermark(self, partition: int, occurred_ms: int) -> int:
+        """The newest event time of *partition*, kept in the table with the states (so it
+        is checkpointed with them). It only decides when idle journeys are emitted."""
+        current = self._watermarks.get(partition)
+        if current is None:
+            current = int(self.states.get(WATERMARK_KEY.format(partition=partition)) or 0)
+        if occurred_ms > current:
+            current = occurred_ms
+            self.states[WATERMARK_KEY.format(partition=partition)] = current
+        self._watermarks[partition] = current
+        return current
 
-        One maximum ``occurred_at`` is kept per upstream partition, in memory, and
-        persisted in the table at most every ``watermark_persist_every`` events or
-        ``watermark_persist_s`` seconds (one changelog message per event was a third of
-        this stage's table writes). After a restart the persisted maxima may be a little
-        behind: the watermark is then lower, which only accepts more events, never
-        drops one. An upstream silent for ``idle_after_s`` of wall time stops holding
-        the watermark back.
-        """
-        maxima = self._maxima.get(partition)
-        if maxima is None:
-            key = WATERMARK_KEY.format(partition=partition)
-            maxima = self._maxima[partition] = dict(self.states.get(key) or {})
-        now = time.monotonic()
-        if occurred_ms > maxima.get(upstream, -1):
-            maxima[upstream] = occurred_ms
-            self._wm_unsaved[partition] = unsaved = self._wm_unsaved.get(partition, 0) + 1
-            saved_at = self._wm_saved_at.get(partition)
-            if (
-                unsaved >= self.watermark_persist_every
-                or saved_at is None
-                or now - saved_at >= self.watermark_persist_s
-            ):
-                self._persist_watermark(partition, maxima, now)
-        seen = self._last_seen.setdefault(partition, {})
-        seen[upstream] = now
-        active = [
-            ms for name, ms in maxima.items() if now - seen.get(name, now) <= self.idle_after_s
-        ]
-        return min(active or maxima.values()) - self.lateness_ms
-
-    def _persist_watermark(self, partition: int, maxima: dict[str, int], now: float) -> None:
-        """Write *partition*'s maxima (merged with the table's: after a rebalance another
-        worker may have advanced them) while an event of *partition* is current."""
-        key = WATERMARK_KEY.format(partition=partition)
-        for name, ms in (self.states.get(key) or {}).items():
-            if ms > maxima.get(name, -1):
-                maxima[name] = ms
-        self.states[key] = dict(maxima)
-        self._wm_unsaved[partition] = 0
-        self._wm_saved_at[partition] = now
+    def _load(
+        self, person: str, where: tuple[str, int, int], out: list[Out]
+    ) -> JourneyState | None:
+        """The stored state of *person*; an unreadable one goes to dead letters (with the
+        raw state as payload) and the person starts afresh."""
+        raw = self.states.get(person)
+        if not raw:
+            return None
+        try:
+            return JourneyState.from_dict(raw)
+        except JourneyError as exc:
+            payload = json.dumps(raw, separators=(",", ":"), default=str).encode()
+            out.append(self._dead(f"journey state of {person} dropped: {exc}", payload, *where))
+            del self.states[person]
+            return None
 
     def process(
         self,
@@ -222,7 +218,7 @@ class JourneyStep:
             tp = Touchpoint.from_record(rec)
         except SerdeError as exc:
             return [self._dead(str(exc), value, topic, partition, offset)]
-        if not tp.person_id:
+        if not tp.person_id or tp.person_id.startswith(_RESERVED):
             return [
                 self._dead(
                     "person_id: required on person-touchpoints", value, topic, partition, offset
@@ -244,23 +240,24 @@ class JourneyStep:
             ]
         if partition not in self._deadlines_loaded:
             self._load_deadlines(partition)
-        source = upstream.decode("utf-8", "replace") if upstream else "-"
-        watermark = self._watermark(partition, to_millis(tp.occurred_at), source)
-        raw_state = self.states.get(tp.person_id)
-        state = JourneyState.from_dict(raw_state) if raw_state else None
+        watermark = self._watermark(partition, to_millis(tp.occurred_at))
+        out: list[Out] = []
+        where = (topic, partition, offset)
+        state = self._load(tp.person_id, where, out)
         result = self.builder.apply(state, tp, watermark)
-        out = [self._dead(reason, value, topic, partition, offset) for _tp, reason in result.late]
+        out += [self._dead(reason, value, topic, partition, offset) for _tp, reason in result.late]
         closed = list(result.closed)
-        self._store(tp.person_id, result.state, partition)
+        if result.closed or not result.duplicates and not result.late:
+            self._store(tp.person_id, result.state, partition)
         for person in self.deadlines.due(partition, watermark):
             if person == tp.person_id:
                 continue
-            raw = self.states.get(person)
-            if not raw:
+            idle = self._load(person, where, out)
+            if idle is None:
                 continue
-            expired_state, expired = self.builder.expire(JourneyState.from_dict(raw), watermark)
+            idle, expired = self.builder.expire(idle, watermark)
             closed.extend(expired)
-            self._store(person, expired_state, partition)
+            self._store(person, idle, partition)
         out.extend(self.emit(closed))
         return out
 
@@ -268,18 +265,17 @@ class JourneyStep:
         """After a (re)start: the expiry deadlines of the states already in the table.
 
         The heap lives in memory; without this, a person idle since before a restart
-        would only expire at their next event. Persons of other partitions may be
-        pushed too: the table reads of :meth:`process` only see the current
-        partition's states, so :meth:`_Deadlines.due` finds nothing for them.
+        would only expire at their next event. Unreadable states are left for
+        :meth:`_load` to dead-letter when their person is next seen.
         """
         self._deadlines_loaded.add(partition)
         loaded = 0
         for person, raw in list(self.states.items()):
-            if not raw or str(person).startswith("__"):
+            if not raw or str(person).startswith(_RESERVED):
                 continue
             try:
                 state = JourneyState.from_dict(raw)
-            except (KeyError, TypeError, ValueError) as exc:
+            except JourneyError as exc:
                 log.warning("journey state of %s unreadable: %s", person, exc)
                 continue
             self.deadlines.push(partition, self.builder.next_deadline_ms(state), str(person))
@@ -290,8 +286,7 @@ class JourneyStep:
     def release(self, partition: int) -> None:
         """Forget what is kept in memory for *partition*: this worker no longer holds it
         (another worker may advance its watermark and deadlines before it comes back)."""
-        for per_partition in (self._maxima, self._wm_unsaved, self._wm_saved_at, self._last_seen):
-            per_partition.pop(partition, None)
+        self._watermarks.pop(partition, None)
         self.deadlines.heaps.pop(partition, None)
         self._deadlines_loaded.discard(partition)
 
@@ -307,7 +302,7 @@ class JourneyStep:
                 return self._take_over(json.loads(value), partition)
             if control == FORGET_CONTROL:
                 return self._forget(value)
-        except (SerdeError, ValueError, KeyError, TypeError) as exc:
+        except (SerdeError, JourneyError, ValueError, KeyError, TypeError) as exc:
             return [self._dead(f"{control!r} control: {exc}", value, topic, partition, offset)]
         return [self._dead(f"unknown control {control!r}", value, topic, partition, offset)]
 
@@ -334,7 +329,7 @@ class JourneyStep:
         ]
 
     def _take_over(self, payload: dict[str, Any], partition: int) -> list[Out]:
-        """On the survivor's partition: merge the absorbed state, re-attribute, emit.
+        """On the survivor's partition: join the absorbed person's events, emit changes.
 
         When the identity owner re-derives a component after a late event, a merge can
         reverse an older one (B into A after A into B). The survivor then still has its
@@ -371,8 +366,9 @@ class JourneyStep:
             return []
         absorbed = JourneyState.from_dict(payload["state"])
         raw = self.states.get(survivor)
-        mine = JourneyState.from_dict(raw) if raw else JourneyState(survivor, absorbed.watermark_ms)
-        merged, closed = self.builder.merge(mine, absorbed)
+        mine = JourneyState.from_dict(raw) if raw else JourneyState(survivor)
+        watermark = self._watermarks.get(partition, 0)
+        merged, closed = self.builder.merge(mine, absorbed, watermark)
         self._store(survivor, merged, partition)
         return self.emit(closed)
 
@@ -393,11 +389,17 @@ class JourneyStep:
         self.deadlines.push(partition, self.builder.next_deadline_ms(state), person)
 
     def emit(self, closed: Iterable[ClosedJourney]) -> list[Out]:
+        """The Journey, ClosedPath and (for a conversion) credit records of each change.
+
+        A retracted journey sends its Journey record (``retracted``) and an empty path,
+        which takes the journey's old path out of the learned models.
+        """
         out: list[Out] = []
         for journey in closed:
             key = journey.person_id.encode()
-            record = journey.to_record()
-            out.append(Out(self.topics.journeys.name, key, self._encode_journey(record)))
+            out.append(
+                Out(self.topics.journeys.name, key, self._encode_journey(journey.to_record()))
+            )
             path = {
                 "journey_id": journey.journey_id,
                 "path": list(journey.path),
@@ -406,7 +408,7 @@ class JourneyStep:
                 "version": journey.version,
             }
             out.append(Out(self.topics.closed_paths.name, b"paths", self._encode_path(path)))
-            if journey.converted:
+            if journey.converted and not journey.retracted:
                 out.extend(
                     Out(self.topics.attribution.name, key, self._encode_credit(credit))
                     for credit in self.credits(journey)
@@ -479,17 +481,22 @@ class ModelLearner:
         self._decode = serde.decode
 
     def add(self, value: bytes) -> None:
+        """One closed path: counted, replacing the older version of its journey; an
+        empty path (a retracted journey) only takes the older version out."""
         rec = self._decode(value, expect="ClosedPath")
         path = " > ".join(rec["path"])
-        if not path:
-            return
-        previous = self.seen.get(rec["journey_id"])
+        journey_id, version = str(rec["journey_id"]), int(rec["version"])
+        previous = self.seen.get(journey_id)
         if previous is not None:
-            if int(previous[0]) >= int(rec["version"]):
+            if int(previous[0]) >= version:
                 return
-            self._count(previous[1], bool(previous[2]), float(previous[3]), -1)
-        self._count(path, bool(rec["converted"]), float(rec["revenue"]), +1)
-        self.seen[rec["journey_id"]] = [int(rec["version"]), path, rec["converted"], rec["revenue"]]
+            if previous[1]:
+                self._count(previous[1], bool(previous[2]), float(previous[3]), -1)
+        elif not path:
+            return
+        if path:
+            self._count(path, bool(rec["converted"]), float(rec["revenue"]), +1)
+        self.seen[journey_id] = [version, path, rec["converted"], rec["revenue"]]
         self.pending += 1
 
     def _count(self, path: str, converted: bool, revenue: float, sign: int) -> None:
@@ -499,6 +506,10 @@ class ModelLearner:
             acc[1] += sign * revenue
         else:
             acc[2] += sign
+        if acc[0] <= 0 and acc[2] <= 0:
+            if path in self.counts:
+                del self.counts[path]
+            return
         self.counts[path] = acc
 
     def due(self) -> bool:

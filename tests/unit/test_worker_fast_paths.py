@@ -70,35 +70,20 @@ def test_a_touchpoint_that_already_has_a_person_is_encoded_again(serde: AvroSerd
     assert serde.decode(out.value)["person_id"] == "new"
 
 
-def test_the_watermark_is_persisted_at_most_every_n_events(serde: AvroSerde) -> None:
+def test_the_watermark_is_kept_with_the_states_and_never_goes_back(serde: AvroSerde) -> None:
     topics = Topics.from_settings(Settings(topic_prefix="unit"))
     states: dict[str, Any] = {}
-    step = JourneyStep(
-        serde,
-        topics,
-        states,
-        SnapshotCache({}),
-        watermark_persist_every=3,
-        watermark_persist_s=3600.0,
-    )
+    step = JourneyStep(serde, topics, states, SnapshotCache({}))
     key = WATERMARK_KEY.format(partition=0)
     t0 = to_millis(T0)
-    step._watermark(0, t0, "touchpoints[0]")
-    assert states[key] == {"touchpoints[0]": t0}  # the first change is written at once
-    step._watermark(0, t0 + 1, "touchpoints[0]")
-    step._watermark(0, t0 + 2, "touchpoints[0]")
-    assert states[key] == {"touchpoints[0]": t0}  # in memory only
-    step._watermark(0, t0 + 3, "touchpoints[0]")
-    assert states[key] == {"touchpoints[0]": t0 + 3}
-    # A maximum written by another worker (after a rebalance) is kept, never lowered.
-    states[key] = {"touchpoints[0]": t0 + 100}
-    for i in range(4, 7):
-        step._watermark(0, t0 + i, "touchpoints[0]")
-    assert states[key] == {"touchpoints[0]": t0 + 100}
-    # A restarted stage starts from what was persisted: behind, so it accepts more.
+    assert step._watermark(0, t0) == t0
+    assert states[key] == t0  # in the table: checkpointed with the states it governs
+    assert step._watermark(0, t0 - 5) == t0  # an older event does not lower it
+    step._watermark(0, t0 + 3)
+    assert states[key] == t0 + 3
+    # A restarted stage starts from what was checkpointed.
     again = JourneyStep(serde, topics, states, SnapshotCache({}))
-    lateness = again.lateness_ms
-    assert again._watermark(0, t0, "touchpoints[0]") == t0 + 100 - lateness
+    assert again._watermark(0, t0) == t0 + 3
 
 
 class _FakeProducer:
