@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 
 from pipeline.agents.identity import IdentityOwner, IdentityRouter
-from pipeline.agents.journeys import FORWARD_KEY, JourneyStep, SnapshotCache
+from pipeline.agents.journeys import FORWARD_KEY, JourneyStep, ModelLearner, SnapshotCache
 from pipeline.agents.messages import UPSTREAM_HEADER, Out
+from pipeline.core.attribution import AttributionError
 from pipeline.core.identity import IdentityGraph
 from pipeline.core.model import Identifier, Touchpoint
 from pipeline.serde import AvroSerde
@@ -249,3 +250,64 @@ def test_a_merge_that_reverses_an_older_one_does_not_bounce_for_ever(serde: Avro
     assert FORWARD_KEY.format(person="p-A") in p.states  # A is absorbed now
     assert FORWARD_KEY.format(person="p-B") not in p.states  # B is live again
     assert p.states.get("p-B") is not None  # and holds the journey of both
+
+
+def test_a_corrupt_journey_state_is_a_dead_letter_and_the_person_starts_afresh(
+    serde: AvroSerde,
+) -> None:
+    p = Pipeline(serde)
+    p.publish(tp("v1", T0, "page_view", "email", ("anonymous_id", "poison")))
+    person = p.routed()[0]["person_id"]
+    p.states[person] = {"format": 2, "person_id": person, "events": "garbage"}
+    p.publish(
+        tp("buy", T0 + timedelta(minutes=5), "store_purchase", "store", ("anonymous_id", "poison"))
+    )
+    dead = p.on(p.topics.dead_letters.name, "DeadLetter")
+    assert len(dead) == 1 and f"journey state of {person} dropped" in dead[0]["error"]
+    assert b"garbage" in dead[0]["payload"]
+    [journey] = [j for j in p.on(p.topics.journeys.name, "Journey") if j["converted"]]
+    assert journey["path"] == ["store"]  # the event after the poison is processed
+
+
+def test_a_corrupt_model_snapshot_is_refused_where_it_enters() -> None:
+    cache = SnapshotCache({})
+    record = {"model": "markov", "version": "m-1", "computed_at": T0, "snapshot_json": "{}"}
+    with pytest.raises((AttributionError, KeyError, ValueError)):
+        cache.offer(record)
+    assert cache.get("markov") == ("bootstrap", None)  # credits go on with linear
+
+
+def test_a_late_conversion_retracts_a_null_path_downstream(serde: AvroSerde) -> None:
+    p = Pipeline(serde)
+    device = ("device_id", "d-late")
+    p.publish(tp("click", T0, "email_click", "email", device))
+    p.publish(tp("later", T0 + timedelta(days=35), "page_view", "direct", device))
+    [null] = p.on(p.topics.journeys.name, "Journey")
+    assert not null["converted"] and null["path"] == ["email"]
+    p.publish(tp("buy", T0 + timedelta(days=6), "store_purchase", "store", device))
+    journeys = p.on(p.topics.journeys.name, "Journey")
+    [gone] = [j for j in journeys if j["journey_id"] == null["journey_id"] and j["version"] == 2]
+    assert gone["retracted"] and gone["path"] == []
+    [converted] = [j for j in journeys if j["converted"]]
+    assert converted["path"] == ["email", "store"]
+    paths = [c for c in p.on(p.topics.closed_paths.name, "ClosedPath")]
+    assert [(c["path"], c["version"]) for c in paths if c["journey_id"] == null["journey_id"]] == [
+        (["email"], 1),
+        ([], 2),
+    ]
+
+
+def test_the_model_learner_takes_a_retracted_path_out(serde: AvroSerde) -> None:
+    topics = Topics.from_settings(Settings(topic_prefix="unit"))
+    counts: dict[str, Any] = {}
+    learner = ModelLearner(serde, topics, counts, {}, SnapshotCache({}), refit_every=1000)
+
+    def path(version: int, channels: list[str], converted: bool = False) -> bytes:
+        rec = {"journey_id": "j", "path": channels, "converted": converted, "revenue": 0.0}
+        return serde.encode("ClosedPath", {**rec, "version": version})
+
+    learner.add(path(1, ["email"]))
+    assert counts == {"email": [0.0, 0.0, 1.0]}
+    learner.add(path(3, []))
+    learner.add(path(2, ["email", "sms"]))  # older than the retraction: ignored
+    assert counts == {}
