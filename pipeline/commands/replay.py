@@ -15,8 +15,8 @@ examples:
   journeys replay var/sample/*.jsonl var/sample/pos.csv var/sample/ads.csv --source auto
 
 --source auto takes each file's source from its name and merges the files of several
-sources in event time: the pipeline's watermark follows event time, so replaying one
-source's month after another's would make the second one late.
+sources in event time, as they happened. Files replayed one after another give the
+same answers (events up to 30 days late join their journeys), with more revisions.
 
 Every line becomes touchpoints or a dead letter (journeys.dead-letters) whose error
 names the file, the line and the field. The exit code is 1 when any line was rejected.
