@@ -142,6 +142,7 @@ def rechannel(
 
 
 def run(args: argparse.Namespace) -> int:
+    from rich.markup import escape
     from rich.table import Table
 
     from pipeline.rules import RulesFileError, load_rules
@@ -154,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         rules = load_rules(cfg.rules_file).channels
     except RulesFileError as exc:
-        return fail(str(exc))
+        return fail(escape(str(exc)))  # "[channels]" is not rich markup
     table = "touchpoints_all" if cfg.clickhouse_cluster else "touchpoints"
     try:
         client = connect(cfg.clickhouse_url, cfg.clickhouse_database)
@@ -166,9 +167,9 @@ def run(args: argparse.Namespace) -> int:
         finally:
             client.close()
     except SinkError as exc:
-        return fail(str(exc))
+        return fail(escape(str(exc)))
     except Exception as exc:  # noqa: BLE001 - the ClickHouse drivers raise many types
-        return fail(f"rechannel stopped: {exc}")
+        return fail(escape(f"rechannel stopped: {exc}"))
     out = Table("old channel", "new channel", "touchpoints", title="Channels re-derived")
     for (old, new), count in sorted(moved.items(), key=lambda kv: -kv[1]):
         out.add_row(old, new, str(count))
