@@ -22,6 +22,7 @@ COMMANDS = (
     "attribute",
     "evaluate",
     "forget",
+    "rechannel",
 )
 
 EPILOG = """\

@@ -1,4 +1,4 @@
-"""The rules file: identity and journey rules in one TOML file (``JOURNEYS_RULES_FILE``).
+"""The rules file: identity, journey and channel rules in one TOML file (``JOURNEYS_RULES_FILE``).
 
 .. code-block:: toml
 
@@ -11,6 +11,9 @@
     session_timeout = "30m"
     lookback = "30d"
 
+    [channels.sources]
+    "chatgpt.com" = "search"
+
 Every table is optional; a missing file name means the defaults. An error names the
 file and the key.
 """
@@ -22,10 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.core.channels import ChannelRules, ChannelRulesError
 from pipeline.core.identity import IdentityError, IdentityRules
 from pipeline.core.journeys import JourneyConfigError, JourneyRules
 
-_SECTIONS = ("identity", "journeys")
+_SECTIONS = ("identity", "journeys", "channels")
 
 
 class RulesFileError(ValueError):
@@ -36,6 +40,7 @@ class RulesFileError(ValueError):
 class Rules:
     identity: IdentityRules = field(default_factory=IdentityRules)
     journeys: JourneyRules = field(default_factory=JourneyRules)
+    channels: ChannelRules = field(default_factory=ChannelRules)
 
 
 def load_rules(path: Path | None) -> Rules:
@@ -61,4 +66,8 @@ def load_rules(path: Path | None) -> Rules:
         journeys = JourneyRules.from_dict(data.get("journeys", {}))
     except JourneyConfigError as exc:
         raise RulesFileError(f"{path}: [journeys] {exc}") from exc
-    return Rules(identity, journeys)
+    try:
+        channels = ChannelRules.from_dict(data.get("channels", {}))
+    except ChannelRulesError as exc:
+        raise RulesFileError(f"{path}: [channels] {exc}") from exc
+    return Rules(identity, journeys, channels)

@@ -1,49 +1,27 @@
 """Channel grouping: which marketing channel brought a touch.
 
-Web and app traffic follows Google Analytics 4's *default channel group* for manual
-(UTM) traffic, rule for rule and in GA4's order (see ``docs/journeys.md``):
-
-1. ``direct``            source is ``(direct)`` and medium is ``(none)`` / ``(not set)``
-2. ``cross_network``     campaign name contains ``cross-network``
-3. ``paid_shopping``     (source is a shopping site OR campaign name matches the shopping
-                         regex) AND medium matches ``^(.*cp.*|ppc|retargeting|paid.*)$``
-4. ``paid_search``       source is a search engine AND paid medium
-5. ``paid_social``       source is a social network AND paid medium
-6. ``paid_video``        source is a video site AND paid medium
-7. ``display``           medium is display, banner, expandable, interstitial or cpm
-8. ``paid_other``        paid medium
-9. ``organic_shopping``  source is a shopping site OR shopping campaign name
-10. ``organic_social``   source is a social network OR medium is social, sm, ...
-11. ``organic_video``    source is a video site OR medium contains ``video``
-12. ``organic_search``   source is a search engine OR medium is ``organic``
-13. ``referral``         medium is referral, app or link
-14. ``email``            source or medium is email, e-mail, e_mail or "e mail"
-15. ``affiliate``        medium is affiliate
-16. ``audio``            medium is audio
-17. ``sms``              source or medium is sms
-18. ``push``             medium ends with ``push`` or contains ``mobile`` / ``notification``,
-                         or source is ``firebase``
-19. ``unassigned``       anything else.
-
-Source and medium come from the UTM parameters when there are any; otherwise from a
-known click id (``gclid`` means ``google / cpc`` ...); otherwise from the referrer
-(a search engine gives ``<host> / organic``, any other site ``<host> / referral``);
-otherwise the visit is ``(direct) / (none)``. Values are lower-cased and trimmed
-before matching, so ``utm_medium=Email`` is e-mail too.
-
-Non-web sources (SendGrid, Twilio, point of sale, Shopify sales channels, ad-click
-exports, chat, call centre) are mapped by :func:`source_channel`.
-
-Everything here is pure: no I/O, no environment. The domain lists and regexes are data
-in :class:`ChannelRules`, which a config file can extend with :meth:`ChannelRules.from_dict`.
+Web and app traffic follows Google Analytics 4's *default channel group*, rule for rule
+and in GA4's order, with Google's own source-category list shipped as data
+(``data/ga4_source_categories.csv``) and Journeys' few additions in a second file
+(``data/journeys_additions.toml``). :func:`session_source` gives a visit GA4's session
+source / medium / campaign (Google click id, UTM parameters, other click ids, referrer,
+direct); :meth:`ChannelRules.classify` maps them to a channel. Non-web sources (SendGrid,
+Twilio, point of sale, Shopify sales channels, ad-click exports, chat, call centre) are
+mapped by :func:`source_channel`. The rules, the list, and every place where Journeys
+differs from GA4 are described in ``docs/journeys.md``. Everything here is pure: the
+data files are read once at import, from the package.
 """
 
 from __future__ import annotations
 
+import csv
 import re
+import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from functools import lru_cache
+from importlib.resources import files
+from types import MappingProxyType
 from typing import Any, NamedTuple
 from urllib.parse import parse_qsl, urlsplit
 
@@ -58,24 +36,9 @@ UNASSIGNED = "unassigned"
 
 #: GA4's default channel groups, in GA4's evaluation order, as snake_case names.
 WEB_CHANNELS: tuple[str, ...] = (
-    "direct",
-    "cross_network",
-    "paid_shopping",
-    "paid_search",
-    "paid_social",
-    "paid_video",
-    "display",
-    "paid_other",
-    "organic_shopping",
-    "organic_social",
-    "organic_video",
-    "organic_search",
-    "referral",
-    "email",
-    "affiliate",
-    "audio",
-    "sms",
-    "push",
+    *("direct", "cross_network", "paid_shopping", "paid_search", "paid_social", "paid_video"),
+    *("display", "paid_other", "organic_shopping", "organic_social", "organic_video"),
+    *("organic_search", "referral", "email", "affiliate", "audio", "sms", "push"),
 )
 
 #: Channels of touches that do not happen on the website or the app.
@@ -88,246 +51,13 @@ CHANNELS: tuple[str, ...] = (*WEB_CHANNELS, *OFFLINE_CHANNELS, UNASSIGNED)
 
 #: Channels that a marketer pays for per click, impression or placement.
 PAID_CHANNELS: frozenset[str] = frozenset(
-    {
-        "cross_network",
-        "paid_shopping",
-        "paid_search",
-        "paid_social",
-        "paid_video",
-        "display",
-        "paid_other",
-        "affiliate",
-        "audio",
-    }
+    {"cross_network", "paid_shopping", "paid_search", "paid_social", "paid_video", "display"}
+    | {"paid_other", "affiliate", "audio"}
 )
 
 
 class ChannelRulesError(ValueError):
-    """A channel rule from configuration cannot be used (names the key)."""
-
-
-# --------------------------------------------------------------------------------------
-# Source lists (data). An entry without a dot is a *name*: it matches a UTM source of
-# that name and any host whose registrable name is that name (``google`` matches
-# ``www.google.co.uk``). An entry with a dot is a *domain*: it matches that host and its
-# subdomains (``t.co``, ``l.facebook.com``). Android app referrers
-# (``android-app://com.google.android.gm``) match by package name.
-# --------------------------------------------------------------------------------------
-
-SEARCH_SOURCES: tuple[str, ...] = (
-    "google",
-    "bing",
-    "yahoo",
-    "duckduckgo",
-    "baidu",
-    "yandex",
-    "ecosia",
-    "naver",
-    "daum",
-    "ask",
-    "aol",
-    "seznam",
-    "qwant",
-    "startpage",
-    "search.brave.com",
-    "sogou",
-    "so.com",
-    "360.cn",
-    "haosou",
-    "sm.cn",
-    "coccoc",
-    "go.mail.ru",
-    "rambler",
-    "search.msn.com",
-    "lycos",
-    "dogpile",
-    "excite",
-    "webcrawler",
-    "info.com",
-    "mojeek",
-    "kagi",
-    "you.com",
-    "presearch",
-    "petalsearch",
-    "metager",
-    "swisscows",
-    "search.lilo.org",
-    "yippy",
-    "search.avg.com",
-    "search.norton.com",
-    "search.aol.com",
-    "alice",
-    "virgilio",
-    "libero",
-    "onet",
-    "najdi",
-    "search.seznam.cz",
-    "search.yahoo.com",
-    "msn",
-    "com.google.android.googlequicksearchbox",
-)
-
-SOCIAL_SOURCES: tuple[str, ...] = (
-    "facebook",
-    "fb",
-    "fb.me",
-    "m.facebook.com",
-    "l.facebook.com",
-    "lm.facebook.com",
-    "messenger.com",
-    "instagram",
-    "ig",
-    "l.instagram.com",
-    "threads.net",
-    "twitter",
-    "t.co",
-    "x.com",
-    "linkedin",
-    "lnkd.in",
-    "pinterest",
-    "pin.it",
-    "reddit",
-    "tiktok",
-    "snapchat",
-    "tumblr",
-    "quora",
-    "vk",
-    "vkontakte",
-    "ok.ru",
-    "odnoklassniki",
-    "weibo",
-    "weixin",
-    "wechat",
-    "douban",
-    "zhihu",
-    "xiaohongshu",
-    "tieba.baidu.com",
-    "kakao",
-    "story.kakao.com",
-    "mixi",
-    "discord",
-    "mastodon.social",
-    "bsky.app",
-    "medium.com",
-    "meetup",
-    "nextdoor",
-    "xing",
-    "yelp",
-    "tripadvisor",
-    "stackoverflow",
-    "stackexchange",
-    "news.ycombinator.com",
-    "producthunt",
-    "glassdoor",
-    "goodreads",
-    "flickr",
-    "deviantart",
-    "slideshare",
-    "disqus",
-    "digg",
-    "plurk",
-    "myspace",
-    "ask.fm",
-    "blogger",
-    "blogspot",
-    "wordpress.com",
-    "line.me",
-    "com.facebook.katana",
-    "com.facebook.orca",
-    "com.facebook.lite",
-    "com.instagram.android",
-    "com.twitter.android",
-    "com.linkedin.android",
-    "com.pinterest",
-    "com.reddit.frontpage",
-    "com.zhiliaoapp.musically",
-    "com.ss.android.ugc.trill",
-    "com.snapchat.android",
-)
-
-SHOPPING_SOURCES: tuple[str, ...] = (
-    "amazon",
-    "ebay",
-    "etsy",
-    "walmart",
-    "aliexpress",
-    "alibaba",
-    "shopping.google.com",
-    "google shopping",
-    "igshopping",
-    "shop.app",
-    "shopify",
-    "mercadolibre",
-    "mercadolivre",
-    "rakuten",
-    "target",
-    "bestbuy",
-    "zalando",
-    "otto",
-    "allegro",
-    "shopee",
-    "lazada",
-    "flipkart",
-    "jd.com",
-    "taobao",
-    "tmall",
-    "wish",
-    "wayfair",
-    "overstock",
-    "newegg",
-    "bol.com",
-    "cdiscount",
-    "kaufland",
-    "temu",
-    "shein",
-    "idealo",
-    "pricerunner",
-    "shopping.yahoo.com",
-    "shopping.naver.com",
-    "stripe.shop",
-    "com.amazon.mshop.android.shopping",
-    "com.ebay.mobile",
-)
-
-VIDEO_SOURCES: tuple[str, ...] = (
-    "youtube",
-    "youtu.be",
-    "vimeo",
-    "twitch",
-    "dailymotion",
-    "netflix",
-    "hulu",
-    "ted.com",
-    "wistia",
-    "bilibili",
-    "iqiyi",
-    "youku",
-    "rumble",
-    "tv.naver.com",
-    "video.yahoo.com",
-    "com.google.android.youtube",
-)
-
-#: Webmail clients. GA4 has no such list (its Email rule only reads source/medium); a
-#: referral from a webmail host is given the medium ``email`` so that it lands in Email.
-EMAIL_SOURCES: tuple[str, ...] = (
-    "email",
-    "e-mail",
-    "e_mail",
-    "e mail",
-    "mail.google.com",
-    "outlook.live.com",
-    "outlook.office.com",
-    "outlook.office365.com",
-    "mail.yahoo.com",
-    "mail.aol.com",
-    "mail.yandex.ru",
-    "e.mail.ru",
-    "mail.proton.me",
-    "webmail",
-    "com.google.android.gm",
-    "com.microsoft.office.outlook",
-)
+    """A channel rule from configuration or a data file cannot be used (names the key)."""
 
 
 class ClickId(NamedTuple):
@@ -343,60 +73,17 @@ class ClickId(NamedTuple):
     overrides_utm: bool = False
 
 
-#: ``fbclid`` is appended by Facebook and Instagram to *every* outbound link, organic
-#: posts included, so it means organic social; paid Meta ads are told apart by their UTM
-#: medium (``paid_social``, ``cpc``...). ``ttclid``, ``li_fat_id``, ``twclid``... are
-#: added to ad clicks only, so they mean paid social.
-CLICK_IDS: tuple[ClickId, ...] = (
-    ClickId("gclid", "google", "cpc", True),
-    ClickId("wbraid", "google", "cpc", True),
-    ClickId("gbraid", "google", "cpc", True),
-    ClickId("dclid", "dv360", "display", True),
-    ClickId("msclkid", "bing", "cpc"),
-    ClickId("yclid", "yandex", "cpc"),
-    ClickId("ttclid", "tiktok", "cpc"),
-    ClickId("li_fat_id", "linkedin", "cpc"),
-    ClickId("twclid", "twitter", "cpc"),
-    ClickId("sccid", "snapchat", "cpc"),
-    ClickId("epik", "pinterest", "cpc"),
-    ClickId("rdt_cid", "reddit", "cpc"),
-    ClickId("fbclid", "facebook", "referral"),
-    ClickId("irclickid", "impact", "affiliate"),
-    ClickId("cjevent", "cj", "affiliate"),
-    ClickId("awc", "awin", "affiliate"),
-    ClickId("mc_cid", "mailchimp", "email"),
-    ClickId("_kx", "klaviyo", "email"),
-)
+# --------------------------------------------------------------------------------------
+# Source lists (data files)
+# --------------------------------------------------------------------------------------
 
-# Second-level labels of country domains (google.co.uk, amazon.com.br, yahoo.co.jp).
-_SECOND_LEVEL = frozenset({"co", "com", "net", "org", "gov", "edu", "ac", "or", "ne", "go", "gob"})
+#: Source categories. On a name listed under two of them the first wins.
+CATEGORIES: tuple[str, ...] = ("email", "shopping", "social", "video", "search")
 
-_CATEGORIES = ("email", "shopping", "social", "video", "search")
+_GOOGLE_CATEGORIES = {f"SOURCE_CATEGORY_{c.upper()}": c for c in CATEGORIES if c != "email"}
 
-_SET_FIELDS = (
-    "search_sources",
-    "social_sources",
-    "shopping_sources",
-    "video_sources",
-    "email_sources",
-    "display_mediums",
-    "social_mediums",
-    "organic_mediums",
-    "referral_mediums",
-    "email_mediums",
-    "affiliate_mediums",
-    "audio_mediums",
-    "sms_values",
-    "push_sources",
-    "ignored_referrers",
-)
-_REGEX_FIELDS = (
-    "paid_medium_regex",
-    "video_medium_regex",
-    "push_medium_regex",
-    "shopping_campaign_regex",
-    "cross_network_campaign_regex",
-)
+GOOGLE_LIST_FILE = "ga4_source_categories.csv"
+ADDITIONS_FILE = "journeys_additions.toml"
 
 
 def apply_set_override(base: frozenset[str], value: Any, key: str) -> frozenset[str]:
@@ -428,9 +115,163 @@ def _names(value: Any, key: str) -> set[str]:
     return out
 
 
+def parse_source_list(text: str, name: str) -> dict[str, str]:
+    """Google's source-category list (CSV ``source,source_category``) as name -> category.
+
+    Blank lines, ``#`` comment lines and the header row are skipped. A category is
+    Google's ``SOURCE_CATEGORY_SEARCH`` ... or a plain ``search``. Names are trimmed and
+    lower-cased (GA4's channel definitions ignore case). A bad row raises
+    :class:`ChannelRulesError` naming *name* and the line.
+    """
+    out: dict[str, str] = {}
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        row = next(csv.reader([line]))
+        if len(row) < 2 or not row[0].strip():
+            raise ChannelRulesError(f"{name}:{n}: expected 'source,source_category'")
+        source, raw = row[0].strip().lower(), row[1].strip()
+        if source == "source" and raw.lower() == "source_category":
+            continue
+        category = _GOOGLE_CATEGORIES.get(raw.upper(), raw.lower())
+        if category not in CATEGORIES:
+            raise ChannelRulesError(f"{name}:{n}: {source}: unknown category {raw!r}")
+        if out.get(source, category) != category:
+            raise ChannelRulesError(f"{name}:{n}: {source} is listed twice, as two categories")
+        out[source] = category
+    return out
+
+
+class Additions(NamedTuple):
+    """Journeys' additions: source -> category, source -> reason, and click ids."""
+
+    sources: dict[str, str]
+    reasons: dict[str, str]
+    click_ids: tuple[ClickId, ...]
+
+
+def parse_additions(text: str, name: str) -> Additions:
+    """Journeys' additions file (TOML ``[[sources]]`` and ``[[click_ids]]`` tables)."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ChannelRulesError(f"{name}: not valid TOML: {exc}") from exc
+    sources: dict[str, str] = {}
+    reasons: dict[str, str] = {}
+    for i, group in enumerate(data.get("sources", [])):
+        key = f"{name}: sources[{i}]"
+        category, reason = group.get("category"), group.get("reason")
+        if category not in CATEGORIES or not isinstance(reason, str):
+            expected = ", ".join(CATEGORIES)
+            raise ChannelRulesError(f"{key}: needs a category ({expected}) and a reason")
+        for source in _names(group.get("names"), f"{key}.names"):
+            sources[source] = category
+            reasons[source] = reason
+    click_ids: list[ClickId] = []
+    for i, group in enumerate(data.get("click_ids", [])):
+        key = f"{name}: click_ids[{i}]"
+        ids = group.get("ids")
+        if not isinstance(group.get("reason"), str) or not isinstance(ids, list):
+            raise ChannelRulesError(f"{key}: needs a reason and ids = [[param, source, medium]]")
+        for spec in ids:
+            if not isinstance(spec, list) or [type(s) for s in spec] != [str, str, str]:
+                raise ChannelRulesError(f"{key}: {spec!r} is not [param, source, medium]")
+            click_ids.append(ClickId(*(s.strip().lower() for s in spec)))
+    return Additions(sources, reasons, tuple(click_ids))
+
+
+def _read_data(file: str) -> str:
+    return (files("pipeline.core") / "data" / file).read_text(encoding="utf-8")
+
+
+#: Google's source-category list, as shipped: source -> search/shopping/social/video.
+GA4_SOURCE_CATEGORIES: Mapping[str, str] = MappingProxyType(
+    parse_source_list(_read_data(GOOGLE_LIST_FILE), GOOGLE_LIST_FILE)
+)
+_ADDITIONS = parse_additions(_read_data(ADDITIONS_FILE), ADDITIONS_FILE)
+
+#: Journeys' additions that Google's list does not hold (Google's list wins a clash).
+JOURNEYS_SOURCE_ADDITIONS: Mapping[str, str] = MappingProxyType(
+    {s: c for s, c in _ADDITIONS.sources.items() if s not in GA4_SOURCE_CATEGORIES}
+)
+#: Why each of :data:`JOURNEYS_SOURCE_ADDITIONS` is there (also in docs/journeys.md).
+ADDITION_REASONS: Mapping[str, str] = MappingProxyType(_ADDITIONS.reasons)
+
+
+def _listed(category: str) -> tuple[str, ...]:
+    merged = {**JOURNEYS_SOURCE_ADDITIONS, **GA4_SOURCE_CATEGORIES}
+    return tuple(sorted(s for s, c in merged.items() if c == category))
+
+
+SEARCH_SOURCES = _listed("search")
+SOCIAL_SOURCES = _listed("social")
+SHOPPING_SOURCES = _listed("shopping")
+VIDEO_SOURCES = _listed("video")
+#: Webmail hosts and mail apps (a Journeys addition: GA4 has no e-mail source list).
+EMAIL_SOURCES = _listed("email")
+
+#: Google's click ids: with auto-tagging they win over UTM parameters, as in GA4.
+GA4_CLICK_IDS: tuple[ClickId, ...] = (
+    ClickId("gclid", "google", "cpc", True),
+    ClickId("wbraid", "google", "cpc", True),
+    ClickId("gbraid", "google", "cpc", True),
+    ClickId("dclid", "dv360", "display", True),
+)
+#: Every click id read by default: Google's, then Journeys' additions.
+CLICK_IDS: tuple[ClickId, ...] = (*GA4_CLICK_IDS, *_ADDITIONS.click_ids)
+
+# Second-level labels of country domains (google.co.uk, amazon.com.br, yahoo.co.jp).
+_SECOND_LEVEL = frozenset({"co", "com", "net", "org", "gov", "edu", "ac", "or", "ne", "go", "gob"})
+
+_SET_FIELDS = (
+    "search_sources",
+    "social_sources",
+    "shopping_sources",
+    "video_sources",
+    "email_sources",
+    "display_mediums",
+    "social_mediums",
+    "organic_mediums",
+    "referral_mediums",
+    "email_mediums",
+    "affiliate_mediums",
+    "audio_mediums",
+    "sms_values",
+    "push_sources",
+    "ignored_referrers",
+)
+_REGEX_FIELDS = (
+    "paid_medium_regex",
+    "video_medium_regex",
+    "push_medium_regex",
+    "shopping_campaign_regex",
+    "cross_network_campaign_regex",
+)
+
+
+def _source_overrides(rules: ChannelRules, value: Any) -> dict[str, Any]:
+    """The five source sets after ``[channels.sources]``: ``name = "category"`` or ``"none"``."""
+    if not isinstance(value, Mapping):
+        raise ChannelRulesError('sources: expected a table of "source" = "category"')
+    sets = {c: set(getattr(rules, f"{c}_sources")) for c in CATEGORIES}
+    for raw, category in value.items():
+        key = f'sources."{raw}"'
+        name = str(raw).strip().lower()
+        cat = category.strip().lower() if isinstance(category, str) else None
+        if not name or cat not in (*CATEGORIES, "none"):
+            raise ChannelRulesError(
+                f"{key}: expected one of {', '.join(CATEGORIES)} or none, got {category!r}"
+            )
+        for members in sets.values():
+            members.discard(name)
+        if cat != "none":
+            sets[cat].add(name)
+    return {f"{c}_sources": frozenset(s) for c, s in sets.items()}
+
+
 @dataclass(frozen=True)
 class ChannelRules:
-    """The data behind the channel grouping; the defaults are GA4's.
+    """The data behind the channel grouping; the defaults are GA4's plus Journeys' additions.
 
     Build a variant with :meth:`from_dict` (for a config file) or
     :func:`dataclasses.replace`. Lookups are cached per instance, so keep one instance
@@ -453,6 +294,7 @@ class ChannelRules:
     video_medium_regex: str = r"^(.*video.*)$"
     organic_mediums: frozenset[str] = frozenset({"organic"})
     referral_mediums: frozenset[str] = frozenset({"referral", "app", "link"})
+    #: GA4's e-mail values, for the source and for the medium.
     email_mediums: frozenset[str] = frozenset({"email", "e-mail", "e_mail", "e mail"})
     affiliate_mediums: frozenset[str] = frozenset({"affiliate"})
     audio_mediums: frozenset[str] = frozenset({"audio"})
@@ -474,7 +316,7 @@ class ChannelRules:
     _index: dict[str, str] = field(init=False, repr=False, compare=False)
     _click_by_param: dict[str, ClickId] = field(init=False, repr=False, compare=False)
     _url_probe: re.Pattern[str] = field(init=False, repr=False, compare=False)
-    _category_cached: Callable[[str], str | None] = field(init=False, repr=False, compare=False)
+    _entry_cached: Callable[[str], str | None] = field(init=False, repr=False, compare=False)
     _classify_cached: Callable[[str, str, str], str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -492,9 +334,7 @@ class ChannelRules:
         set_(self, "_shop_campaign", compile_("shopping_campaign_regex"))
         set_(self, "_cross_network", compile_("cross_network_campaign_regex"))
         index: dict[str, str] = {}
-        # On a name listed twice, the first category wins: email, shopping, social,
-        # video, search (GA4's rule order, with the webmail extension first).
-        for category in reversed(_CATEGORIES):
+        for category in reversed(CATEGORIES):  # on a name listed twice, the first wins
             for name in getattr(self, f"{category}_sources"):
                 index[name.strip().lower()] = category
         set_(self, "_index", index)
@@ -502,7 +342,7 @@ class ChannelRules:
         params = "|".join(re.escape(c.param) for c in self.click_ids)
         probe = rf"[?&;](?:utm_[a-z]+|{params})=" if params else r"[?&;]utm_[a-z]+="
         set_(self, "_url_probe", re.compile(probe, re.IGNORECASE))
-        set_(self, "_category_cached", lru_cache(maxsize=self.cache_size)(self._category))
+        set_(self, "_entry_cached", lru_cache(maxsize=self.cache_size)(self._entry))
         set_(self, "_classify_cached", lru_cache(maxsize=self.cache_size)(self._classify))
 
     # -- configuration -----------------------------------------------------------------
@@ -511,6 +351,8 @@ class ChannelRules:
     def from_dict(cls, data: Mapping[str, Any], base: ChannelRules | None = None) -> ChannelRules:
         """Rules from a config mapping (e.g. the ``[channels]`` table of a TOML file).
 
+        * ``sources``: a table ``"source" = "category"`` (search, social, shopping,
+          video, email or none) that moves single entries of the lists;
         * name sets (``search_sources``, ``display_mediums``, ``ignored_referrers``...):
           a list replaces the default, a table ``{add = [...], remove = [...]}`` edits it;
         * regexes (``paid_medium_regex``...): a string;
@@ -524,6 +366,8 @@ class ChannelRules:
         known = {f.name for f in fields(cls) if f.init}
         changes: dict[str, Any] = {}
         for key, value in data.items():
+            if key == "sources":
+                continue
             if key not in known:
                 raise ChannelRulesError(f"{key}: unknown channel rule")
             if key in _SET_FIELDS:
@@ -538,7 +382,10 @@ class ChannelRules:
                 if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                     raise ChannelRulesError(f"{key}: expected a non-negative integer")
                 changes[key] = value
-        return replace(base, **changes)
+        rules = replace(base, **changes)
+        if "sources" in data:
+            rules = replace(rules, **_source_overrides(rules, data["sources"]))
+        return rules
 
     def to_dict(self) -> dict[str, Any]:
         """The rules as plain data, readable back with :meth:`from_dict`."""
@@ -559,46 +406,63 @@ class ChannelRules:
 
     # -- lookups -----------------------------------------------------------------------
 
+    def listed_category(self, source: str) -> str | None:
+        """The category of *source* when the list holds exactly that name (GA4's match)."""
+        return self._index.get(source.strip().lower())
+
+    def list_entry(self, source: str) -> str | None:
+        """The list entry a source or referrer host falls under, or None.
+
+        The exact name first (GA4's match). Only for a host that is not listed, the
+        fallback: the host without ``www.``, its nearest listed parent domain, then, for
+        a bare registrable domain, its name (``google`` for ``www.google.co.uk``).
+        """
+        return self._entry_cached(source.strip().lower())
+
     def source_category(self, source: str) -> str | None:
         """``search``, ``social``, ``shopping``, ``video``, ``email`` or None for a source.
 
         *source* is a UTM source (``google``), a host (``m.facebook.com``) or an Android
-        package. The most specific entry wins: the whole host, then its parent domains,
-        then its registrable name (``google`` for ``www.google.co.uk``).
+        package; matched as :meth:`list_entry` says.
         """
-        return self._category_cached(source.strip().lower())
+        entry = self.list_entry(source)
+        return self._index[entry] if entry is not None else None
 
     def click_id(self, param: str) -> ClickId | None:
         return self._click_by_param.get(param.lower())
 
     def classify(self, source: str | None, medium: str | None, campaign: str | None) -> str:
-        """The GA4 channel of a session source / medium / campaign name."""
+        """The GA4 channel of a session source / medium / campaign name (any case)."""
         return self._classify_cached(
             (source or "").strip().lower(),
             (medium or "").strip().lower(),
             (campaign or "").strip().lower(),
         )
 
-    def _category(self, source: str) -> str | None:
+    def _entry(self, source: str) -> str | None:
         index = self._index
-        hit = index.get(source)
-        if hit is not None or "." not in source:
-            return hit
+        if source in index:
+            return source
+        if "." not in source:
+            return None
         host = source[4:] if source.startswith("www.") else source
         labels = host.split(".")
         for i in range(len(labels) - 1):
-            hit = index.get(".".join(labels[i:]))
-            if hit is not None:
-                return hit
-        brand = _registrable_name(labels)
-        return index.get(brand) if brand else None
+            parent = ".".join(labels[i:])
+            if parent in index:
+                return parent
+        # The brand only for the registrable domain itself (google.co.uk, not
+        # gemini.google.com: a service of Google is not Google's search).
+        bare_domain = len(labels) == 2 or (len(labels) == 3 and labels[1] in _SECOND_LEVEL)
+        brand = _registrable_name(labels) if bare_domain else None
+        return brand if brand in index else None
 
     def _classify(self, source: str, medium: str, campaign: str) -> str:
         if source == "(direct)" and medium in ("(none)", "(not set)", ""):
             return "direct"
         if campaign and self._cross_network.search(campaign):
             return "cross_network"
-        category = self._category_cached(source) if source else None
+        category = self._index.get(source) if source else None
         paid = bool(medium) and self._paid.match(medium) is not None
         shop_campaign = bool(campaign) and self._shop_campaign.match(campaign) is not None
         shopping = category == "shopping" or shop_campaign
@@ -625,7 +489,8 @@ class ChannelRules:
             return "organic_search"
         if medium in self.referral_mediums:
             return "referral"
-        if category == "email" or medium in self.email_mediums:
+        emails = self.email_mediums
+        if category == "email" or source in emails or medium in emails:
             return "email"
         if medium in self.affiliate_mediums:
             return "affiliate"
@@ -795,9 +660,12 @@ def session_source(
         return "(direct)", "(none)", name
     if any(_within(bare, _bare(d)) for d in rules.ignored_referrers):
         return "(direct)", "(none)", name
-    category = rules.source_category(bare)
+    # A listed host is its own source; an unlisted one takes the entry it falls under
+    # (``www.google.co.uk`` -> ``google``), as GA4 reports ``google / organic``.
+    entry = rules.list_entry(bare)
+    category = rules.listed_category(entry) if entry is not None else None
     medium = "organic" if category == "search" else "email" if category == "email" else "referral"
-    return bare, medium, name
+    return entry or bare, medium, name
 
 
 def web_channel(
@@ -820,88 +688,14 @@ def web_channel(
 # Non-web sources
 # --------------------------------------------------------------------------------------
 
-#: Ad platforms of the ad-click export, by the channel of their clicks.
-AD_PLATFORMS: Mapping[str, str] = {
-    **dict.fromkeys(
-        (
-            "google",
-            "google_ads",
-            "adwords",
-            "google_search",
-            "bing",
-            "microsoft",
-            "microsoft_ads",
-            "bing_ads",
-            "yahoo",
-            "yahoo_japan",
-            "baidu",
-            "yandex",
-            "naver",
-            "apple_search_ads",
-            "search_ads_360",
-            "sa360",
-        ),
-        "paid_search",
-    ),
-    **dict.fromkeys(
-        (
-            "meta",
-            "facebook",
-            "facebook_ads",
-            "instagram",
-            "tiktok",
-            "tiktok_ads",
-            "linkedin",
-            "linkedin_ads",
-            "pinterest",
-            "snap",
-            "snapchat",
-            "twitter",
-            "x",
-            "reddit",
-            "quora",
-        ),
-        "paid_social",
-    ),
-    **dict.fromkeys(("youtube", "youtube_ads", "google_video"), "paid_video"),
-    **dict.fromkeys(
-        (
-            "display",
-            "dv360",
-            "display_video_360",
-            "gdn",
-            "google_display",
-            "criteo",
-            "the_trade_desk",
-            "thetradedesk",
-            "ttd",
-            "taboola",
-            "outbrain",
-            "adroll",
-            "amazon_dsp",
-            "rtb_house",
-            "xandr",
-        ),
-        "display",
-    ),
-    **dict.fromkeys(
-        (
-            "google_shopping",
-            "shopping",
-            "amazon",
-            "amazon_ads",
-            "walmart_connect",
-            "ebay_ads",
-        ),
-        "paid_shopping",
-    ),
-    **dict.fromkeys(
-        ("performance_max", "pmax", "demand_gen", "cross_network", "cross-network"),
-        "cross_network",
-    ),
-    **dict.fromkeys(("spotify", "spotify_ads", "audio", "podcast", "audacy"), "audio"),
-    **dict.fromkeys(("affiliate", "impact", "awin", "cj", "rakuten_advertising"), "affiliate"),
-}
+#: Ad platforms of the ad-click export, by the channel of their clicks (data file).
+AD_PLATFORMS: Mapping[str, str] = MappingProxyType(
+    {
+        platform: channel
+        for channel, platforms in tomllib.loads(_read_data("ad_platforms.toml")).items()
+        for platform in platforms
+    }
+)
 
 #: Shopify ``source_name`` values: the online store, the point of sale, staff-made orders.
 SHOPIFY_ONLINE = frozenset({"web", "online_store", "checkout", "580111", "buy_button"})

@@ -86,7 +86,7 @@ GA4_CASES: list[tuple[str, Campaign | None, str | None, str | None, str]] = [
     ("paid other", c("adnetwork", "paid"), None, PAGE, "paid_other"),
     ("retargeting", c("adnetwork", "retargeting"), None, PAGE, "paid_other"),
     ("youtube organic video", None, "https://m.youtube.com/watch?v=1", PAGE, "organic_video"),
-    ("youtu.be", None, "https://youtu.be/abc", PAGE, "organic_video"),
+    ("youtu.be is not on the list", None, "https://youtu.be/abc", PAGE, "referral"),
     ("utm video medium", c("partner", "video"), None, PAGE, "organic_video"),
     ("youtube cpc", c("youtube", "cpc"), None, PAGE, "paid_video"),
     ("amazon shopping", None, "https://www.amazon.com/", PAGE, "organic_shopping"),
@@ -164,7 +164,10 @@ def test_untagged_click_id_is_ignored() -> None:
 
 
 def test_session_source_matches_ga4_source_medium() -> None:
-    assert session_source(None, "https://www.google.de/", PAGE) == ("google.de", "organic", None)
+    # An unlisted search host takes the list entry it falls under, as GA4 reports it.
+    assert session_source(None, "https://www.google.de/", PAGE) == ("google", "organic", None)
+    facebook = ("m.facebook.com", "referral", None)
+    assert session_source(None, "https://m.facebook.com/", PAGE) == facebook
     assert session_source(None, "https://news.site/a", PAGE) == ("news.site", "referral", None)
     assert session_source(None, None, PAGE) == ("(direct)", "(none)", None)
     assert session_source(c("google", None, "x"), None, PAGE) == ("google", "(not set)", "x")
@@ -180,7 +183,9 @@ def test_host_of() -> None:
 def test_source_category_specific_entry_wins() -> None:
     assert DEFAULT.source_category("mail.google.com") == "email"
     assert DEFAULT.source_category("www.google.com.br") == "search"
-    assert DEFAULT.source_category("tieba.baidu.com") == "social"
+    assert DEFAULT.source_category("groups.google.com") == "social"  # listed: no fallback
+    assert DEFAULT.source_category("www.baidu.com") == "search"  # unlisted domain: baidu
+    assert DEFAULT.source_category("tieba.baidu.com") is None  # unlisted subdomain
     assert DEFAULT.source_category("google.mysite.com") is None
     assert DEFAULT.source_category("ask.fm") == "social"
 
