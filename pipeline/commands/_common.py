@@ -18,6 +18,15 @@ def settings() -> Settings:
     return load_settings()
 
 
+def ingest_with_rules(cfg: Settings) -> None:
+    """Connectors of this process classify channels with the rules file's ``[channels]``
+    (``JOURNEYS_RULES_FILE``); a bad file raises ``RulesFileError`` naming the key."""
+    from pipeline.core.channels import use_rules
+    from pipeline.rules import load_rules
+
+    use_rules(load_rules(cfg.rules_file).channels)
+
+
 def fail(message: str, code: int = 1) -> int:
     console.print(f"[bold red]error:[/] {message}", highlight=False)
     return code

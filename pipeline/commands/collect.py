@@ -7,7 +7,7 @@ import argparse
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from pipeline.commands._common import console, fail, settings
+from pipeline.commands._common import console, fail, ingest_with_rules, settings
 
 EPILOG = """\
 routes:
@@ -89,10 +89,15 @@ def run(args: argparse.Namespace) -> int:
     from connectors.publisher import Publisher
     from pipeline.broker import kafka_answers
     from pipeline.metrics import MetricsError, MetricsServer
+    from pipeline.rules import RulesFileError
     from pipeline.serde import AvroSerde
     from pipeline.topics import ensure_topics
 
     cfg = settings()
+    try:
+        ingest_with_rules(cfg)
+    except RulesFileError as exc:
+        return fail(str(exc))
     try:
         env = CollectorSettings()
         config = CollectorConfig(

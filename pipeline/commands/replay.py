@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from pipeline.commands._common import console, fail, settings, stop_on_signals
+from pipeline.commands._common import console, fail, ingest_with_rules, settings, stop_on_signals
 
 EPILOG = """\
 examples:
@@ -65,10 +65,15 @@ def run(args: argparse.Namespace) -> int:
     from connectors.registry import get_source
     from connectors.replay import expand_paths, replay_files
     from pipeline.broker import kafka_answers
+    from pipeline.rules import RulesFileError
     from pipeline.serde import AvroSerde
     from pipeline.topics import ensure_topics
 
     cfg = settings()
+    try:
+        ingest_with_rules(cfg)
+    except RulesFileError as exc:
+        return fail(str(exc))
     from connectors.base import Source
     from connectors.registry import SOURCES
     from connectors.replay import source_of_file

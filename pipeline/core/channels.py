@@ -539,6 +539,23 @@ def _registrable_name(labels: list[str]) -> str | None:
 DEFAULT = ChannelRules()
 
 
+class _Active:
+    """The rules this process ingests with when a caller names none (:func:`use_rules`)."""
+
+    rules: ChannelRules = DEFAULT
+
+
+def use_rules(rules: ChannelRules) -> None:
+    """Make *rules* the default of :func:`web_channel`, :func:`source_channel` and
+    :func:`campaign_from_url` in this process. The CLI calls it at start with the rules
+    file's ``[channels]``, so the collector and ``journeys replay`` ingest with them."""
+    _Active.rules = rules
+
+
+def active_rules() -> ChannelRules:
+    return _Active.rules
+
+
 # --------------------------------------------------------------------------------------
 # Web and app traffic
 # --------------------------------------------------------------------------------------
@@ -576,13 +593,14 @@ def is_same_site(referrer_host: str, page_host: str) -> bool:
     return _within(a, b) or _within(b, a)
 
 
-def campaign_from_url(url: str | None, rules: ChannelRules = DEFAULT) -> Campaign | None:
+def campaign_from_url(url: str | None, rules: ChannelRules | None = None) -> Campaign | None:
     """The UTM parameters and the first known click id of a landing-page URL.
 
     The click id keeps its parameter name: ``gclid=abc`` becomes ``click_id="gclid:abc"``,
     which is how :func:`web_channel` tells a Google click from a TikTok one. Returns None
     when the URL carries neither.
     """
+    rules = rules or _Active.rules
     if not url or "?" not in url or rules._url_probe.search(url) is None:
         return None
     try:
@@ -627,7 +645,7 @@ def session_source(
     campaign: Campaign | None,
     referrer: str | None,
     page_url: str | None = None,
-    rules: ChannelRules = DEFAULT,
+    rules: ChannelRules | None = None,
 ) -> tuple[str, str, str | None]:
     """GA4's session ``(source, medium, campaign name)`` for a visit.
 
@@ -635,6 +653,7 @@ def session_source(
     click id > the referrer > ``(direct) / (none)``. A referrer on the page's own site,
     or listed in ``rules.ignored_referrers``, is no referrer.
     """
+    rules = rules or _Active.rules
     if campaign is not None and campaign.is_empty():
         campaign = None
     if page_url and "?" in page_url:
@@ -672,7 +691,7 @@ def web_channel(
     campaign: Campaign | None,
     referrer: str | None,
     page_url: str | None = None,
-    rules: ChannelRules = DEFAULT,
+    rules: ChannelRules | None = None,
 ) -> str:
     """The GA4 default channel group of a web or app visit, as a snake_case name.
 
@@ -680,6 +699,7 @@ def web_channel(
     the document referrer and *page_url* the landing page, whose UTM parameters and
     click ids fill in whatever *campaign* lacks. A self-referral is ``direct``.
     """
+    rules = rules or _Active.rules
     source, medium, name = session_source(campaign, referrer, page_url, rules)
     return rules.classify(source, medium, name)
 
@@ -725,7 +745,7 @@ def source_channel(
     page_url: str | None = None,
     sales_channel: str | None = None,
     platform: str | None = None,
-    rules: ChannelRules = DEFAULT,
+    rules: ChannelRules | None = None,
 ) -> str:
     """The channel of an event from a non-web source (and of Segment web/app events).
 
@@ -742,6 +762,7 @@ def source_channel(
     * ``call``/``chat`` event types and chat / call-centre sources -> ``call_center`` / ``chat``;
     * ``segment`` -> :func:`web_channel` of campaign, referrer and page URL.
     """
+    rules = rules or _Active.rules
     src = _norm(source)
     etype = _norm(event_type)
     if etype in ("call", "call_started", "call_completed") or src in _CALL_SOURCES:
