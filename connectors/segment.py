@@ -200,7 +200,8 @@ def _consent(msg: Mapping[str, Any]) -> dict[str, bool] | None:
     for category, granted in prefs.items():
         if not isinstance(granted, bool):
             raise FieldError(
-                f"context.consent.categoryPreferences.{str(category)[:64]}", "expected true or false"
+                f"context.consent.categoryPreferences.{str(category)[:64]}",
+                "expected true or false",
             )
         out[str(category)[:128]] = granted
     return out
