@@ -687,7 +687,7 @@ def create_collector(
         raise CollectorError("no write key configured (JOURNEYS_WRITE_KEYS)")
     stats = stats if stats is not None else CollectorStats()
     collector = _Collector(config, publish, stats)
-    noise = RateLimitedLog()
+    noise = RateLimitedLog(secrets=[key for key in collector._keys if len(key) >= 8])
     # The body limit is enforced while reading (413 + dead letter), after any gzip is
     # undone; aiohttp's own limit is set above it so that it never answers first.
     app = web.Application(

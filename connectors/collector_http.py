@@ -17,7 +17,9 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -53,6 +55,7 @@ ALLOWED_HEADERS = "Authorization, Content-Type, X-Retry-Count"
 ALLOWED_METHODS = "GET, POST, OPTIONS"
 _CORS_PREFIXES = ("/v1/", "/projects/")
 _SHOWN = 200
+_PROJECT_KEY = re.compile(rb"/projects/[^/]*")
 
 
 @dataclass
@@ -124,10 +127,12 @@ def collector_metrics(stats: CollectorStats) -> Registry:
 
 
 class RateLimitedLog:
-    """At most *per_minute* warnings a minute; the next one says how many were dropped."""
+    """At most *per_minute* warnings a minute; the next one says how many were dropped.
+    *secrets* (the write keys long enough to recognise) never appear in a line."""
 
-    def __init__(self, per_minute: int = 20) -> None:
+    def __init__(self, per_minute: int = 20, secrets: Sequence[bytes] = ()) -> None:
         self.per_minute = per_minute
+        self.secrets = tuple(secrets)
         self._window = 0.0
         self._sent = 0
         self._dropped = 0
@@ -148,12 +153,16 @@ class RateLimitedLog:
         return True
 
 
-def shown(text: str | None) -> str:
-    """A header value or path fit for a log line: cut short and without personal data."""
+def shown(text: str | None, secrets: Sequence[bytes] = ()) -> str:
+    """A header value or path fit for a log line: cut short, without personal data, and
+    without a write key (whatever follows ``/projects/``, and each of *secrets*)."""
     if not text:
         return "-"
     cut = text[:_SHOWN] + ("..." if len(text) > _SHOWN else "")
-    return redact(cut.encode("utf-8", "replace")).decode("utf-8", "replace")
+    raw = _PROJECT_KEY.sub(b"/projects/<writeKey>", cut.encode("utf-8", "replace"))
+    for secret in secrets:
+        raw = raw.replace(secret, b"<redacted>")
+    return redact(raw).decode("utf-8", "replace")
 
 
 def counting(stats: CollectorStats, noise: RateLimitedLog) -> Middleware:
@@ -188,9 +197,9 @@ def _unmatched(noise: RateLimitedLog, request: web.Request, status: int) -> None
         "%d: no route for %s %s (origin %s, user agent %s); see docs/sources.md for the paths",
         status,
         request.method,
-        shown(request.path),
-        shown(request.headers.get("Origin")),
-        shown(request.headers.get("User-Agent")),
+        shown(request.path, noise.secrets),
+        shown(request.headers.get("Origin"), noise.secrets),
+        shown(request.headers.get("User-Agent"), noise.secrets),
     )
 
 
@@ -291,8 +300,8 @@ def _log_refusal(
     noise.warning(
         "403: %s %s from origin %s refused: not in JOURNEYS_COLLECTOR_ALLOWED_ORIGINS",
         "preflight of" if kind == "preflight" else request.method,
-        shown(request.path),
-        shown(origin),
+        shown(request.path, noise.secrets),
+        shown(origin, noise.secrets),
     )
 
 
