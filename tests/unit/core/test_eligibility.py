@@ -30,9 +30,7 @@ def test_required_consent_must_be_granted() -> None:
     need = frozenset({"Analytics", "Advertising"})
     assert counts_for_journeys(record(consent={"Analytics": True, "Advertising": True}), need)
     assert not counts_for_journeys(record(consent={"Analytics": True}), need)
-    assert not counts_for_journeys(
-        record(consent={"Analytics": True, "Advertising": False}), need
-    )
+    assert not counts_for_journeys(record(consent={"Analytics": True, "Advertising": False}), need)
     # Saying nothing about consent grants nothing.
     assert not counts_for_journeys(record(), need)
     # No requirement: consent is not looked at, not even a refusal.
