@@ -37,6 +37,7 @@ from pipeline.core.attribution import (
     fit_snapshot,
     snapshot_from_record,
 )
+from pipeline.core.eligibility import counts_for_journeys
 from pipeline.core.journeys import ClosedJourney, JourneyBuilder, JourneyRules, JourneyState
 from pipeline.core.model import Touchpoint, to_millis
 from pipeline.core.paths import PathRow, PathStats
@@ -132,7 +133,9 @@ class JourneyStep:
         idle_after_s: float = 30.0,
         watermark_persist_every: int = 1000,
         watermark_persist_s: float = 1.0,
+        required_consent: frozenset[str] = frozenset(),
     ) -> None:
+        self.required_consent = required_consent
         self.topics = topics
         self.serde = serde
         self.states = states
@@ -228,6 +231,8 @@ class JourneyStep:
                     "person_id: required on person-touchpoints", value, topic, partition, offset
                 )
             ]
+        if not counts_for_journeys(rec, self.required_consent):
+            return []  # a bot, or no required consent: stored, but no touch nor journey
         survivor = self.states.get(FORWARD_KEY.format(person=tp.person_id))
         if survivor:
             # Routed before its person was absorbed: on to the survivor (whose stage
