@@ -47,28 +47,61 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from urllib.parse import parse_qsl
 
 from aiohttp import web
-from aiohttp.typedefs import Handler, Middleware
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from connectors.base import Mapped, Rejected, Source, lone_surrogate, map_record
+from connectors.collector_http import (
+    SHORT_PATHS,
+    UNMATCHED_ROUTE,
+    CollectorStats,
+    CorsPolicy,
+    RateLimitedLog,
+    api_host,
+    collector_metrics,
+    cors,
+    counting,
+    settings_document,
+)
 from connectors.interactions import InteractionsSource
 from connectors.segment import MESSAGE_TYPES, SegmentSource
 from connectors.sendgrid import SendGridSource
 from connectors.shopify import TOPIC as SHOPIFY_TOPIC
 from connectors.shopify import ShopifySource
+from connectors.signatures import (
+    SignatureKeyError,
+    sendgrid_signature_ok,
+    shopify_hmac,
+    twilio_signature,
+    url_variants,
+)
+from connectors.signatures import load_sendgrid_key as _load_sendgrid_key
 from connectors.twilio import TwilioSource
 from pipeline.core.model import Touchpoint
 from pipeline.core.pii import redact
-from pipeline.metrics import Registry
 
 log = logging.getLogger(__name__)
+#: Re-exported: the ``collect`` command and the tests import them from here.
+__all__ = [
+    "UNMATCHED_ROUTE",
+    "AckingPublisher",
+    "CollectorConfig",
+    "CollectorError",
+    "CollectorStats",
+    "collector_metrics",
+    "create_collector",
+    "load_sendgrid_key",
+    "sendgrid_signature_ok",
+    "shopify_hmac",
+    "start_collector",
+    "twilio_signature",
+]
 
 STAGE = "collect"
 DEV_WRITE_KEY = "dev"
-SEGMENT_PATHS = (*MESSAGE_TYPES, "batch")
+SEGMENT_PATHS = (*MESSAGE_TYPES, "batch", *SHORT_PATHS)
 SENDGRID_SIGNATURE = "X-Twilio-Email-Event-Webhook-Signature"
 SENDGRID_TIMESTAMP = "X-Twilio-Email-Event-Webhook-Timestamp"
 TWILIO_SIGNATURE = "X-Twilio-Signature"
@@ -103,85 +136,12 @@ class CollectorConfig(BaseModel):
     sendgrid_verification_key: SecretStr | None = None
     twilio_auth_token: SecretStr | None = None
     shopify_webhook_secret: SecretStr | None = None
+    #: Origins browsers may call the Segment paths from (CORS): ``*`` (the default: a
+    #: browser write key is public), exact origins or ``https://*.example.com``.
+    allowed_origins: tuple[str, ...] = ("*",)
 
     def accepts_dev_key(self) -> bool:
         return any(k.get_secret_value() == DEV_WRITE_KEY for k in self.write_keys)
-
-
-# ---- what it did, for metrics ----------------------------------------------------------
-
-#: The route label of a request that matched no route (a 404 or a 405): the path itself
-#: would let any scanner add series.
-UNMATCHED_ROUTE = "other"
-
-
-@dataclass
-class CollectorStats:
-    """What the collector answered and stored since it started. Updated on the event
-    loop without a lock; :func:`collector_metrics` reads copies at scrape time."""
-
-    #: (route, HTTP status) -> answers; the route is the registered path.
-    requests: dict[tuple[str, int], int] = field(default_factory=dict)
-    #: source -> touchpoints the broker acknowledged.
-    touchpoints: dict[str, int] = field(default_factory=dict)
-    #: source -> dead letters the broker acknowledged.
-    dead_letters: dict[str, int] = field(default_factory=dict)
-
-    def answered(self, route: str, status: int) -> None:
-        key = (route, status)
-        self.requests[key] = self.requests.get(key, 0) + 1
-
-    def stored(self, touchpoints: list[Touchpoint], rejected: list[Rejected]) -> None:
-        for tp in touchpoints:
-            self.touchpoints[tp.source] = self.touchpoints.get(tp.source, 0) + 1
-        for rej in rejected:
-            self.dead_letters[rej.source] = self.dead_letters.get(rej.source, 0) + 1
-
-
-def collector_metrics(stats: CollectorStats) -> Registry:
-    """The collector's metrics, read from *stats* at scrape time (``docs/metrics.md``)."""
-    registry = Registry()
-    registry.counter(
-        "journeys_collector_requests_total",
-        "HTTP requests answered, by route and status code (route other: no route matched).",
-        lambda: {(route, str(code)): n for (route, code), n in dict(stats.requests).items()},
-        labels=("route", "code"),
-    )
-    registry.counter(
-        "journeys_collector_touchpoints_total",
-        "Touchpoints published and acknowledged by the broker, by source.",
-        lambda: dict(stats.touchpoints),
-        labels=("source",),
-    )
-    registry.counter(
-        "journeys_collector_dead_letters_total",
-        "Dead letters (refused requests, invalid messages) published and acknowledged by "
-        "the broker, by source.",
-        lambda: dict(stats.dead_letters),
-        labels=("source",),
-    )
-    return registry
-
-
-def _counting(stats: CollectorStats) -> Middleware:
-    """An aiohttp middleware that counts every answer in *stats*."""
-
-    @web.middleware
-    async def count(request: web.Request, handler: Handler) -> web.StreamResponse:
-        resource = request.match_info.route.resource
-        route = resource.canonical if resource is not None else UNMATCHED_ROUTE
-        try:
-            response = await handler(request)
-        except web.HTTPException as exc:
-            stats.answered(route, exc.status)
-            raise
-        except Exception:
-            stats.answered(route, 500)  # aiohttp answers an unhandled error with a 500
-            raise
-        stats.answered(route, response.status)
-        return response
-
-    return count
 
 
 # ---- the publishing half -------------------------------------------------------------
@@ -265,63 +225,12 @@ class AckingPublisher:
 # ---- signatures ------------------------------------------------------------------------
 
 
-def shopify_hmac(secret: str, body: bytes) -> str:
-    """``X-Shopify-Hmac-Sha256``: base64 HMAC-SHA256 of the raw body, keyed by the secret."""
-    return base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest()).decode()
-
-
-def twilio_signature(token: str, url: str, params: Sequence[tuple[str, str]] = ()) -> str:
-    """``X-Twilio-Signature``: base64 HMAC-SHA1 of the URL followed by every POST
-    parameter, sorted by name, as ``name`` + ``value`` with no separators."""
-    data = url + "".join(k + v for k, v in sorted(params))
-    return base64.b64encode(hmac.new(token.encode(), data.encode(), hashlib.sha1).digest()).decode()
-
-
-def _url_variants(url: str) -> list[str]:
-    """The URL as given, and with its default port added or removed (Twilio signs
-    whichever form it was configured with)."""
-    parts = urlsplit(url)
-    default = {"https": 443, "http": 80}.get(parts.scheme)
-    out = [url]
-    host = parts.hostname or ""
-    if parts.port is not None and parts.port == default:
-        out.append(urlunsplit(parts._replace(netloc=host)))
-    elif parts.port is None and default is not None:
-        out.append(urlunsplit(parts._replace(netloc=f"{host}:{default}")))
-    return out
-
-
 def load_sendgrid_key(key: str) -> Any:
     """The SendGrid verification key (base64 DER, or PEM) as a public key object."""
     try:
-        from cryptography.hazmat.primitives import serialization
-    except ImportError as exc:  # pragma: no cover - cryptography comes with the extras
-        raise CollectorError(
-            "checking SendGrid signatures needs the 'cryptography' package"
-        ) from exc
-    text = key.strip()
-    try:
-        if text.startswith("-----BEGIN"):
-            return serialization.load_pem_public_key(text.encode())
-        return serialization.load_der_public_key(base64.b64decode(text, validate=True))
-    except (ValueError, TypeError, binascii.Error) as exc:
-        raise CollectorError(
-            "JOURNEYS_SENDGRID_VERIFICATION_KEY is not a public key (base64 DER or PEM)"
-        ) from exc
-
-
-def sendgrid_signature_ok(public_key: Any, body: bytes, signature: str, timestamp: str) -> bool:
-    """ECDSA (P-256, SHA-256) over the timestamp header followed by the raw body."""
-    from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import ec
-
-    try:
-        der = base64.b64decode(signature, validate=True)
-        public_key.verify(der, timestamp.encode() + body, ec.ECDSA(hashes.SHA256()))
-    except (InvalidSignature, ValueError, TypeError, binascii.Error):
-        return False
-    return True
+        return _load_sendgrid_key(key)
+    except SignatureKeyError as exc:
+        raise CollectorError(str(exc)) from exc
 
 
 # ---- requests --------------------------------------------------------------------------
@@ -400,6 +309,7 @@ class _Collector:
         self.twilio = TwilioSource()
         self.shopify = ShopifySource()
         self.interactions = InteractionsSource()
+        self.cors = CorsPolicy(config.allowed_origins)
         self._keys = [k.get_secret_value().encode() for k in config.write_keys if k]
         self._sendgrid_key = (
             load_sendgrid_key(config.sendgrid_verification_key.get_secret_value())
@@ -427,7 +337,18 @@ class _Collector:
         chunks: list[bytes] = []
         size = 0
         while True:
-            chunk = await request.content.read(65536)
+            try:
+                chunk = await request.content.read(65536)
+            except web.RequestPayloadError as exc:
+                # aiohttp undoes Content-Encoding while reading (in bounded steps); a
+                # body that does not decode, or ends early, lands here.
+                encoding = request.headers.get("Content-Encoding", "identity")[:32]
+                raise _Refused(
+                    400,
+                    "Content-Encoding",
+                    f"the body could not be read as {encoding}",
+                    "invalid_request",
+                ) from exc
             if not chunk:
                 break
             size += len(chunk)
@@ -448,6 +369,13 @@ class _Collector:
         try:
             try:
                 body = await self._read_body(request)
+                if self.cors.refuses(request):
+                    raise _Refused(
+                        403,
+                        "Origin",
+                        "origin not allowed; add it to JOURNEYS_COLLECTOR_ALLOWED_ORIGINS",
+                        "forbidden",
+                    )
             except _TooLarge as too_large:
                 body = too_large.head
                 raise _Refused(
@@ -540,7 +468,8 @@ class _Collector:
     # -- routes ------------------------------------------------------------------------
 
     async def segment_route(self, request: web.Request) -> web.Response:
-        kind = request.path.rsplit("/", 1)[-1]
+        last = request.path.rsplit("/", 1)[-1]
+        kind = SHORT_PATHS.get(last, last)
 
         async def work(body: bytes, received: datetime) -> _Outcome:
             data = self._authenticated_json(request, body)
@@ -602,7 +531,7 @@ class _Collector:
                 secret = token.get_secret_value()
                 if not any(
                     hmac.compare_digest(twilio_signature(secret, u, pairs), expected)
-                    for u in _url_variants(url)
+                    for u in url_variants(url)
                 ):
                     raise _Refused(403, TWILIO_SIGNATURE, "signature mismatch", "forbidden")
             if not pairs:
@@ -626,7 +555,7 @@ class _Collector:
         if not hmac.compare_digest(hashlib.sha256(body).hexdigest(), body_hash.lower()):
             raise _Refused(403, "bodySHA256", "does not match the body", "forbidden")
         if not any(
-            hmac.compare_digest(twilio_signature(token, u), expected) for u in _url_variants(url)
+            hmac.compare_digest(twilio_signature(token, u), expected) for u in url_variants(url)
         ):
             raise _Refused(403, TWILIO_SIGNATURE, "signature mismatch", "forbidden")
 
@@ -679,6 +608,27 @@ class _Collector:
 
     async def healthz(self, _request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
+
+    async def settings_route(self, request: web.Request) -> web.Response:
+        """Segment's project settings for a known write key, pointing at this collector."""
+        key = request.match_info["write_key"]
+        if not any(hmac.compare_digest(key.encode(), known) for known in self._keys):
+            return _json_error(404, "writeKey", "unknown write key", "not_found")
+        host, protocol = api_host(self.config.public_url, request)
+        return web.json_response(
+            settings_document(key, host, protocol),
+            headers={"Cache-Control": "public, max-age=300"},
+        )
+
+    async def sdk_metrics_route(self, request: web.Request) -> web.Response:
+        """The SDKs' delivery metrics: acknowledged, counted and dropped (no dead letter:
+        they are the SDK's telemetry, not events)."""
+        try:
+            await self._read_body(request)
+        except (_TooLarge, _Refused):
+            return _json_error(413, "$", "body too large", "payload_too_large")
+        self.stats.sdk_metrics += 1
+        return web.json_response({"success": True})
 
 
 class _TooLarge(Exception):
@@ -737,14 +687,22 @@ def create_collector(
         raise CollectorError("no write key configured (JOURNEYS_WRITE_KEYS)")
     stats = stats if stats is not None else CollectorStats()
     collector = _Collector(config, publish, stats)
-    # The body limit is enforced while reading (413 + dead letter); aiohttp's own
-    # limit is set above it so that it never answers first.
+    noise = RateLimitedLog(secrets=[key for key in collector._keys if len(key) >= 8])
+    # The body limit is enforced while reading (413 + dead letter), after any gzip is
+    # undone; aiohttp's own limit is set above it so that it never answers first.
     app = web.Application(
-        client_max_size=config.max_body_bytes + 1024, middlewares=[_counting(stats)]
+        client_max_size=config.max_body_bytes + 1024,
+        middlewares=[
+            counting(stats, noise),
+            cors(collector.cors, stats, noise),
+        ],
     )
     app.router.add_get("/healthz", collector.healthz)
     for kind in SEGMENT_PATHS:
         app.router.add_post(f"/v1/{kind}", collector.segment_route)
+    app.router.add_post("/v1/m", collector.sdk_metrics_route)
+    for prefix in ("/v1", ""):
+        app.router.add_get(f"{prefix}/projects/{{write_key}}/settings", collector.settings_route)
     app.router.add_post("/webhooks/sendgrid", collector.sendgrid_route)
     app.router.add_post("/webhooks/twilio", collector.twilio_route)
     app.router.add_post("/webhooks/shopify", collector.shopify_route)

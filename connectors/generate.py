@@ -43,7 +43,10 @@ Identity realism (``journeys evaluate`` scores stitching against the two truth f
 * Junk: blocklisted values (``"null"``, ``"undefined"``, ``"0"``, ``test@test.com``,
   ``(555) 555-5555``) in some records. They belong to nobody and are not in
   ``ground_truth.csv``; the events that carry them are still their customer's.
-* Bots: anonymous ids with hundreds of page views and no identity (``bot-NNNN``).
+* Bots: anonymous ids with hundreds of page views and no identity (``bot-NNNN``):
+  crawlers in one burst, and ad-click bots (a headless browser, Google's AdsBot) that
+  land from paid search, paid social and display ads over many visits and never buy.
+  Their user agents are on the crawler-user-agents list, so the connector flags them.
 
 Every file has a share of malformed records (``malformed_share``, at least one per file
 when it is above zero) that must end as dead letters. Ground truth covers them too.
@@ -62,6 +65,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from connectors.generate_bots import ad_bots, crawlers
 from connectors.pos import COLUMNS as POS_CSV_COLUMNS
 from pipeline.core.pii import hash_email, hash_phone
 
@@ -158,11 +162,6 @@ class _Truth:
 JUNK_IDS = ("null", "undefined", "0")
 JUNK_EMAIL = "test@test.com"
 JUNK_PHONE = "(555) 555-5555"
-BOT_AGENTS = (
-    "Mozilla/5.0 (compatible; AhrefsBot/7.0; +http://ahrefs.com/robot/)",
-    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 HeadlessChrome/120.0 Safari/537.36",
-    "python-requests/2.31.0",
-)
 TABLET_AGENT = "Mozilla/5.0 (iPad; CPU OS 17_0 like Mac OS X) Safari/604.1"
 
 
@@ -244,8 +243,11 @@ def generate(
     for p in population:
         segment.customer(p, days)
     segment.kiosks(population, people)
-    segment.bots(max(2, people // 100))
+    crawlers(segment, max(2, people // 100))
     segment.visitors(max(1, people // 10))
+    # After everything else, with their own random stream: the rest of the data does
+    # not change with them.
+    ad_bots(segment, random.Random(f"journeys-ad-bots:{seed}"), max(2, people // 50))
     messages = sorted(segment.messages, key=lambda m: m[0])
     with (out / "segment.jsonl").open("w", encoding="utf-8") as fh:
         for _at, msg, owner in messages:
@@ -477,40 +479,6 @@ class _SegmentWriter:
                     at += timedelta(seconds=rng.uniform(15, 120))
                 self.stats.identity["kiosk_sessions"] += 1
         self.stats.identity["kiosks"] = len(STORES)
-
-    def bots(self, count: int) -> None:
-        """Crawlers and scripts: one anonymous id each, hundreds of page views, no identity."""
-        rng = self.rng
-        span = (self.end - self.start).total_seconds()
-        for b in range(count):
-            owner = f"bot-{b + 1:04d}"
-            anon = str(uuid.uuid5(self.ns, owner))
-            self.truth.add("anonymous_id", anon, owner)
-            agent = BOT_AGENTS[b % len(BOT_AGENTS)]
-            at = self.start + timedelta(seconds=rng.uniform(0, span * 0.9))
-            for i in range(rng.randint(150, 400)):
-                if at >= self.end:
-                    break
-                path = rng.choice(PAGES[:-1])
-                self._message(
-                    at,
-                    owner,
-                    f"page:{i}",
-                    {
-                        "anonymousId": anon,
-                        "type": "page",
-                        "name": path,
-                        "properties": {"path": path, "url": f"{SITE}{path}"},
-                        "context": {
-                            "library": {"name": "analytics.js", "version": "4.1.0"},
-                            "userAgent": agent,
-                            "page": {"path": path, "url": f"{SITE}{path}"},
-                        },
-                    },
-                )
-                self.stats.identity["bot_page_views"] += 1
-                at += timedelta(seconds=rng.uniform(0.5, 6))
-            self.stats.identity["bots"] += 1
 
     def visitors(self, count: int) -> None:
         """Anonymous visitors who never identify: a person of their own each."""

@@ -14,6 +14,11 @@ them one per line. Field reference: https://segment.com/docs/connections/spec/co
   event name (``Order Completed`` → ``order_completed``), identify/alias/group as named.
 * The channel follows GA4's default channel grouping over ``context.campaign``, the
   click ids in ``context.page.url`` and ``context.page.referrer``.
+* ``context.userAgent`` is read with maintained lists (:mod:`connectors.useragents`):
+  a known bot or crawler sets ``is_bot``; browser, OS and device type come from
+  ua-parser. A mobile SDK's ``context.device.type`` (``ios``, ``android``) and
+  ``context.device.model`` win over the user agent.
+* ``context.consent.categoryPreferences`` (category -> granted) is kept as ``consent``.
 """
 
 from __future__ import annotations
@@ -33,12 +38,14 @@ from connectors.base import (
     phone_identifier,
     snake,
 )
+from connectors.useragents import UserAgent, describe
 from pipeline.core.channels import campaign_from_url, web_channel
 from pipeline.core.model import Campaign, Identifier, Touchpoint, event_id_for
 
 MESSAGE_TYPES = ("track", "page", "screen", "identify", "alias", "group")
 _EVENT_TYPES = {"page": "page_view", "screen": "screen_view"}
 _MOBILE_OS = ("ios", "android", "ipados")
+_MAX_CONSENT_CATEGORIES = 64
 
 
 class SegmentSource:
@@ -102,6 +109,12 @@ class SegmentSource:
             properties["platform"] = "app"
         else:
             properties["platform"] = "web"
+        agent = _user_agent(msg)
+        if agent is not None and agent.browser:
+            properties["browser"] = agent.browser
+        os_name = opt_str(msg, "context.os.name", 64) or (agent.os if agent else None)
+        if os_name:
+            properties["os"] = os_name
         return Touchpoint(
             event_id=event_id_for(self.name, source_event_id),
             source=self.name,
@@ -113,12 +126,14 @@ class SegmentSource:
             identifiers=tuple(identifiers),
             campaign=campaign,
             referrer=referrer,
-            device_type=_device_type(msg),
+            device_type=_device_type(msg, agent),
             store_id=opt_str(msg, "properties.store_id"),
             order_id=opt_str(msg, "properties.order_id"),
             revenue=revenue,
             currency=opt_str(msg, "properties.currency", 8),
             properties=properties,
+            is_bot=agent is not None and agent.is_bot,
+            consent=_consent(msg),
         )
 
 
@@ -162,18 +177,46 @@ def _campaign(msg: Mapping[str, Any], page_url: str | None) -> Campaign | None:
     return from_url
 
 
-def _device_type(msg: Mapping[str, Any]) -> str | None:
+def _user_agent(msg: Mapping[str, Any]) -> UserAgent | None:
+    value = get_path(msg, "context.userAgent")
+    if not isinstance(value, str) or not value.strip():
+        return None
+    return describe(value)
+
+
+def _consent(msg: Mapping[str, Any]) -> dict[str, bool] | None:
+    """``context.consent.categoryPreferences``: category -> granted; None when absent."""
+    prefs = get_path(msg, "context.consent.categoryPreferences")
+    if prefs is None:
+        return None
+    if not isinstance(prefs, Mapping):
+        raise FieldError("context.consent.categoryPreferences", "expected a JSON object")
+    if len(prefs) > _MAX_CONSENT_CATEGORIES:
+        raise FieldError(
+            "context.consent.categoryPreferences",
+            f"more than {_MAX_CONSENT_CATEGORIES} categories",
+        )
+    out: dict[str, bool] = {}
+    for category, granted in prefs.items():
+        if not isinstance(granted, bool):
+            raise FieldError(
+                f"context.consent.categoryPreferences.{str(category)[:64]}",
+                "expected true or false",
+            )
+        out[str(category)[:128]] = granted
+    return out
+
+
+def _device_type(msg: Mapping[str, Any], agent: UserAgent | None) -> str | None:
+    """A mobile SDK's own device type and model first, then the parsed user agent."""
+    model = opt_str(msg, "context.device.model", 128) or ""
+    if model.startswith("iPad"):
+        return "tablet"
     dtype = opt_str(msg, "context.device.type", 64)
     if dtype:
         low = dtype.lower()
         return "mobile" if low in _MOBILE_OS else low
     os_name = (opt_str(msg, "context.os.name", 64) or "").lower()
-    if os_name in _MOBILE_OS:
+    if os_name in _MOBILE_OS and agent is None:
         return "mobile"
-    agent = opt_str(msg, "context.userAgent", 1024)
-    if agent:
-        low = agent.lower()
-        if "ipad" in low or "tablet" in low:
-            return "tablet"
-        return "mobile" if "mobile" in low or "android" in low else "desktop"
-    return None
+    return agent.device_type if agent is not None else None

@@ -178,7 +178,14 @@ def create_app(settings: Settings, serde: AvroSerde | None = None) -> WorkerApp:
     # -- journeys and attribution, keyed by person ------------------------------------
     snapshots = SnapshotCache({})
     states = engine.table("journey-states", partitions=topics.person_touchpoints.partitions)
-    journey_step = JourneyStep(serde, topics, states, snapshots, rules=rules.journeys)
+    journey_step = JourneyStep(
+        serde,
+        topics,
+        states,
+        snapshots,
+        rules=rules.journeys,
+        required_consent=settings.required_consent_categories(),
+    )
     engine.stage(
         Stage(
             topics.person_touchpoints.name,

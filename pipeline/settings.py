@@ -140,6 +140,18 @@ class Settings(BaseSettings):
         "See docs/metrics.md.",
     )
 
+    required_consent: str = Field(
+        "",
+        description="Consent categories, separated by commas, an event needs (granted in "
+        "Segment's context.consent.categoryPreferences) to count for journeys, attribution "
+        "and the learned models; empty (the default): none. Other events are stored, "
+        "flagged and left out. See pipeline/core/eligibility.py.",
+    )
+
+    def required_consent_categories(self) -> frozenset[str]:
+        """``JOURNEYS_REQUIRED_CONSENT`` as a set of category names."""
+        return frozenset(c.strip() for c in self.required_consent.split(",") if c.strip())
+
     @field_validator("kafka_security_protocol", mode="before")
     @classmethod
     def _protocol_spelling(cls, value: Any) -> Any:

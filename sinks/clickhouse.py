@@ -293,6 +293,8 @@ def touchpoint_row(
         float(rec.get("revenue") or 0.0),
         _s(rec.get("currency")),
         rec.get("properties") or {},
+        bool(rec.get("is_bot", False)),
+        rec.get("consent") or {},
         partition,
         offset,
         now,
@@ -306,7 +308,8 @@ TOUCHPOINTS = TableSpec(
         "occurred_at", "received_at", "identifier_types", "identifier_values",
         "campaign_source", "campaign_medium", "campaign_name", "campaign_content",
         "campaign_term", "click_id", "referrer", "device_type", "store_id", "order_id",
-        "revenue", "currency", "properties", "kafka_partition", "kafka_offset", "ingested_at",
+        "revenue", "currency", "properties", "is_bot", "consent", "kafka_partition",
+        "kafka_offset", "ingested_at",
     ),
     touchpoint_row,
 )  # fmt: skip

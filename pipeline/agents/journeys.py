@@ -39,6 +39,7 @@ from pipeline.core.attribution import (
     fit_snapshot,
     snapshot_from_record,
 )
+from pipeline.core.eligibility import counts_for_journeys
 from pipeline.core.journeys import (
     ClosedJourney,
     JourneyBuilder,
@@ -151,7 +152,9 @@ class JourneyStep:
         snapshots: SnapshotCache,
         rules: JourneyRules | None = None,
         config: AttributionConfig = DEFAULT_CONFIG,
+        required_consent: frozenset[str] = frozenset(),
     ) -> None:
+        self.required_consent = required_consent
         self.topics = topics
         self.serde = serde
         self.states = states
@@ -224,6 +227,8 @@ class JourneyStep:
                     "person_id: required on person-touchpoints", value, topic, partition, offset
                 )
             ]
+        if not counts_for_journeys(rec, self.required_consent):
+            return []  # a bot, or no required consent: stored, but no touch nor journey
         survivor = self.states.get(FORWARD_KEY.format(person=tp.person_id))
         if survivor:
             # Routed before its person was absorbed: on to the survivor (whose stage

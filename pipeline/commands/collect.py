@@ -13,6 +13,11 @@ EPILOG = """\
 routes:
   POST /v1/track /v1/page /v1/screen /v1/identify /v1/alias /v1/group /v1/batch
                                       Segment HTTP Tracking API (write key)
+  POST /v1/t /v1/p /v1/s /v1/i /v1/a /v1/g, /v1/b /v1/import
+                                      Segment's short paths (analytics.js, mobile SDKs)
+  GET  /v1/projects/{writeKey}/settings, /projects/{writeKey}/settings
+                                      the settings document the SDKs load at start-up
+  POST /v1/m                          the SDKs' delivery metrics (counted, dropped)
   POST /webhooks/sendgrid             SendGrid Event Webhook (signed)
   POST /webhooks/twilio               Twilio status callbacks, inbound SMS (signed)
   POST /webhooks/shopify              Shopify orders/create (HMAC)
@@ -23,7 +28,10 @@ environment:
   JOURNEYS_WRITE_KEYS                 accepted write keys, comma-separated (default: dev)
   JOURNEYS_COLLECTOR_HOST / _PORT     listen address (default 127.0.0.1:8088)
   JOURNEYS_COLLECTOR_MAX_BODY_BYTES   request size limit (default 524288)
-  JOURNEYS_COLLECTOR_PUBLIC_URL       public base URL, for Twilio signatures behind a proxy
+  JOURNEYS_COLLECTOR_PUBLIC_URL       public base URL (https://collect.example.com): Twilio
+                                      signatures and the SDK settings' apiHost behind a proxy
+  JOURNEYS_COLLECTOR_ALLOWED_ORIGINS  browser origins allowed by CORS on the Segment paths,
+                                      comma-separated; https://*.example.com works (default *)
   JOURNEYS_SENDGRID_VERIFICATION_KEY  SendGrid signed-webhook public key
   JOURNEYS_TWILIO_AUTH_TOKEN          Twilio auth token (X-Twilio-Signature)
   JOURNEYS_SHOPIFY_WEBHOOK_SECRET     Shopify app client secret (X-Shopify-Hmac-Sha256)
@@ -51,6 +59,9 @@ class CollectorSettings(BaseSettings):
     collector_port: int = Field(8088, ge=0, le=65535)
     collector_max_body_bytes: int = Field(512 * 1024, ge=1024)
     collector_public_url: str | None = None
+    collector_allowed_origins: str = Field(
+        "*", description="Origins browsers may call the Segment paths from, comma-separated."
+    )
     sendgrid_verification_key: SecretStr | None = None
     twilio_auth_token: SecretStr | None = None
     shopify_webhook_secret: SecretStr | None = None
@@ -86,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
         collector_metrics,
         create_collector,
     )
+    from connectors.collector_http import origins_setting
     from connectors.publisher import Publisher
     from pipeline.broker import kafka_answers
     from pipeline.metrics import MetricsError, MetricsServer
@@ -109,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
             sendgrid_verification_key=env.sendgrid_verification_key,
             twilio_auth_token=env.twilio_auth_token,
             shopify_webhook_secret=env.shopify_webhook_secret,
+            allowed_origins=origins_setting(env.collector_allowed_origins),
         )
     except ValidationError as exc:
         return fail(f"invalid collector settings: {exc}", 2)
@@ -160,6 +173,8 @@ def run(args: argparse.Namespace) -> int:
     ):
         state = "checked" if secret is not None else "[yellow]not checked (no secret set)[/]"
         console.print(f"  {name}: {state}")
+    origins = ", ".join(config.allowed_origins)
+    console.print(f"  browser origins (CORS on /v1/*): {origins}")
     if metrics is not None:
         console.print(f"  metrics: {metrics.url}")
     try:

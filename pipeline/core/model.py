@@ -124,6 +124,11 @@ class Touchpoint:
     currency: str | None = None
     properties: dict[str, str] = field(default_factory=dict)
     person_id: str | None = None
+    #: A known bot or crawler (from the user agent): stored, but no journey's touch.
+    is_bot: bool = False
+    #: The visitor's consent per category (Segment's ``categoryPreferences``); None
+    #: when the source says nothing about consent.
+    consent: dict[str, bool] | None = None
 
     def with_person(self, person_id: str) -> Touchpoint:
         return replace(self, person_id=person_id)
@@ -167,6 +172,8 @@ class Touchpoint:
             "revenue": self.revenue,
             "currency": self.currency,
             "properties": dict(self.properties),
+            "is_bot": self.is_bot,
+            "consent": None if self.consent is None else dict(self.consent),
             "person_id": self.person_id,
         }
 
@@ -191,6 +198,8 @@ class Touchpoint:
             revenue=rec.get("revenue"),
             currency=rec.get("currency"),
             properties=dict(rec.get("properties") or {}),
+            is_bot=bool(rec.get("is_bot", False)),
+            consent=None if rec.get("consent") is None else dict(rec["consent"]),
             person_id=rec.get("person_id"),
         )
 

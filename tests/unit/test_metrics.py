@@ -384,5 +384,6 @@ def test_the_collector_counts_answers_by_route_and_stored_records_by_source() ->
         # stored only: the 503's records were not acknowledged
         'journeys_collector_touchpoints_total{source="segment"}': 2.0,
         'journeys_collector_dead_letters_total{source="segment"}': 3.0,
+        "journeys_collector_sdk_metrics_total": 0.0,
     }
     assert "example.com" not in collector_metrics(stats).render()

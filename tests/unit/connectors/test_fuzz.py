@@ -29,6 +29,7 @@ import asyncio
 import base64
 import contextlib
 import csv
+import gzip
 import http.client
 import io
 import json
@@ -269,6 +270,7 @@ def served() -> Iterator[Served]:
         max_body_bytes=MAX_BODY,
         twilio_auth_token=SecretStr(TWILIO_TOKEN),
         shopify_webhook_secret=SecretStr(SHOPIFY_SECRET),
+        allowed_origins=(ORIGIN,),
     )
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -322,13 +324,43 @@ def check_logs(caplog: pytest.LogCaptureFixture) -> None:
 
 # ---- the collector ---------------------------------------------------------------------
 
-SEGMENT_PATHS = tuple(f"/v1/{k}" for k in ("track", "page", "screen", "identify", "alias", "group"))
+SEGMENT_PATHS = tuple(f"/v1/{k}" for k in ("track", "page", "screen", "identify", "alias", "group",
+                                          "t", "p", "s", "i", "a", "g"))  # fmt: skip
+BATCH_PATHS = ("/v1/batch", "/v1/b", "/v1/import")
+ORIGIN = "https://shop.example"
+
+
+@st.composite
+def browser_like(
+    draw: st.DrawFn, body: bytes, headers: dict[str, str]
+) -> tuple[bytes, dict[str, str]]:
+    """*body* and *headers* as a Segment SDK might send them: text/plain or no content
+    type, gzip (sometimes broken, sometimes a small bomb), an allowed or refused Origin."""
+    hdrs = dict(headers)
+    kind = draw(st.sampled_from(("application/json", "text/plain", None)))
+    if kind is None:
+        hdrs.pop("Content-Type", None)
+    else:
+        hdrs["Content-Type"] = kind
+    encoding = draw(st.sampled_from(("identity", "identity", "gzip", "broken-gzip", "bomb")))
+    if encoding == "gzip":
+        body = gzip.compress(body)
+    elif encoding == "broken-gzip":
+        body = gzip.compress(body)[: draw(st.integers(0, 30))]
+    elif encoding == "bomb":
+        body = gzip.compress(body + b" " * (4 * MAX_BODY))
+    if encoding != "identity":
+        hdrs["Content-Encoding"] = "gzip"
+    origin = draw(st.sampled_from((None, None, ORIGIN, "https://evil.example", "null")))
+    if origin is not None:
+        hdrs["Origin"] = origin
+    return body, hdrs
 
 
 @st.composite
 def requests(draw: st.DrawFn, served_url: Any) -> tuple[str, bytes, dict[str, str], int]:
     """(path, body, headers, messages in) of one hostile request to some path."""
-    route = draw(st.sampled_from((*SEGMENT_PATHS, "/v1/batch", "sendgrid", "twilio", "shopify",
+    route = draw(st.sampled_from((*SEGMENT_PATHS, *BATCH_PATHS, "sendgrid", "twilio", "shopify",
                                   "interactions")))  # fmt: skip
     auth = draw(st.sampled_from(("basic", "basic", "body", "wrong", "none")))
     headers = {"Content-Type": "application/json"}
@@ -342,12 +374,14 @@ def requests(draw: st.DrawFn, served_url: Any) -> tuple[str, bytes, dict[str, st
             return {**message, "writeKey": WRITE_KEY}
         return message
 
-    if route.startswith("/v1/") and route != "/v1/batch":
+    if route in SEGMENT_PATHS:
         message = keyed(draw(mutated(SEGMENT)))
-        return route, draw(damaged(_dumps(message))), headers, 1
-    if route == "/v1/batch":
+        body, headers = draw(browser_like(draw(damaged(_dumps(message))), headers))
+        return route, body, headers, 1
+    if route in BATCH_PATHS:
         items = draw(st.lists(mutated(SEGMENT), min_size=0, max_size=6))
         body = draw(damaged(_dumps(keyed({"batch": items}))))
+        body, headers = draw(browser_like(body, headers))
         return route, body, headers, max(1, len(items))
     if route == "sendgrid":
         items = draw(st.lists(mutated(SENDGRID), min_size=0, max_size=6))
@@ -426,10 +460,53 @@ def test_hostile_requests_to_every_collector_path(
     assert conn.getresponse().status == 200
     conn.close()
     # The fuzz reached every path, and reached the mappers (some 200s) on each.
-    for path in (*SEGMENT_PATHS, "/v1/batch", "/webhooks/sendgrid", "/webhooks/twilio",
+    for path in (*SEGMENT_PATHS, *BATCH_PATHS, "/webhooks/sendgrid", "/webhooks/twilio",
                  "/webhooks/shopify", "/webhooks/interactions"):  # fmt: skip
         assert any(k.startswith(path + " ") for k in seen), (path, seen)
     assert any(k.endswith(" 200") for k in seen), seen
+
+
+@pytest.mark.timeout(60)
+def test_hostile_requests_to_the_sdk_side_paths(
+    served: Served, caplog: pytest.LogCaptureFixture
+) -> None:
+    """/v1/m, the settings and unknown paths: never a 5xx, never a record, never a secret
+    or personal data in an answer or a log line (paths are logged when nothing matches)."""
+    caplog.set_level(logging.DEBUG)
+
+    @settings(
+        max_examples=60,
+        deadline=None,
+        derandomize=True,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    )
+    @given(
+        path=st.sampled_from(("/v1/m", f"/v1/projects/{WRITE_KEY}/settings",
+                              f"/projects/{WRITE_KEY}x/settings", f"/v1/projects/{WRITE_KEY}/",
+                              f"/v1/{WRITE_KEY}", f"/v1/x/{EMAILS[0]}", "/v1/projects//settings")),
+        body=st.binary(max_size=512),
+        origin=st.sampled_from((None, ORIGIN, "https://evil.example")),
+        method=st.sampled_from(("GET", "POST", "OPTIONS")),
+    )  # fmt: skip
+    def one(path: str, body: bytes, origin: str | None, method: str) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", served.port, timeout=30)
+        try:
+            headers = {"Content-Type": "text/plain"} | ({"Origin": origin} if origin else {})
+            conn.request(method, path, body=body if method == "POST" else None, headers=headers)
+            resp = conn.getresponse()
+            status, answer = resp.status, resp.read()
+        finally:
+            conn.close()
+        assert status < 500, (path, status)
+        assert served.recorder.take() == ([], [])
+        text = answer.decode("utf-8", "replace")
+        if "/settings" in path and status == 200:
+            # The document names the key it was asked for; nothing else.
+            text = text.replace(WRITE_KEY, "")
+        assert_clean(text, f"the answer to {method} {path}")
+        check_logs(caplog)
+
+    one()
 
 
 # ---- replay ----------------------------------------------------------------------------
