@@ -403,7 +403,8 @@ def test_shapley_keep_negatives_reproduces_dp6_on_a_hand_checked_corpus() -> Non
     assert sum(v for _, v in keep.values()) == pytest.approx(225.0)
     # The default clips phi_b of {a,b} to 0: a takes all of {a,b}; nothing else changes.
     clip = attribute_paths(stats, ["shapley"])["shapley"].as_dict()
-    assert clip == attribute_paths(stats, ["shapley"], shapley_negatives="clip")["shapley"].as_dict()
+    explicit = attribute_paths(stats, ["shapley"], shapley_negatives="clip")["shapley"]
+    assert clip == explicit.as_dict()
     expected_clip = {
         "a": (9 + 2 + 53 / 120, 90 + 40 + 60 * 53 / 120),
         "b": (1 + 0.35 + 35 / 120, 10 + 20 * 0.35 + 60 * 35 / 120),
