@@ -164,6 +164,8 @@ _CREATE = re.compile(
     re.IGNORECASE,
 )
 _ALTER = re.compile(r"^(ALTER\s+TABLE\s+[\w.]+)", re.IGNORECASE)
+_DROP = re.compile(r"^(DROP\s+TABLE\s+(?:IF\s+EXISTS\s+)?[\w.]+)", re.IGNORECASE)
+_EXCHANGE = re.compile(r"^(EXCHANGE\s+TABLES\s+[\w.]+\s+AND\s+[\w.]+)", re.IGNORECASE)
 _ENGINE = re.compile(
     r"ENGINE\s*=\s*((?:Replacing|Summing|Aggregating|Collapsing|VersionedCollapsing)?"
     r"MergeTree)\b"
@@ -177,7 +179,8 @@ def on_cluster(statement: str, cluster: str) -> str:
     if not _IDENT.match(cluster):
         raise SinkError(f"cluster name {cluster!r} is not a plain identifier")
     statement = _CREATE.sub(lambda m: f"{m.group(1)} ON CLUSTER {cluster}", statement, count=1)
-    statement = _ALTER.sub(lambda m: f"{m.group(1)} ON CLUSTER {cluster}", statement, count=1)
+    for pattern in (_ALTER, _DROP, _EXCHANGE):
+        statement = pattern.sub(lambda m: f"{m.group(1)} ON CLUSTER {cluster}", statement, count=1)
     return _ENGINE.sub(lambda m: f"ENGINE = Replicated{m.group(1)}", statement)
 
 
@@ -352,18 +355,26 @@ IDENTITIES_COLUMNS = (
     "person_id",
     "rule",
     "updated_at",
+    "version",
     "is_deleted",
 )
 
 
 def identity_rows(rec: dict[str, Any]) -> list[tuple[Any, ...]]:
-    """Current-mapping rows of ``identities`` implied by one identity change."""
+    """Current-mapping rows of ``identities`` implied by one identity change.
+
+    ``identities`` is a ``ReplacingMergeTree(version, is_deleted)``: the change's
+    processing-order ``version`` decides which row is current, never its event time
+    (``updated_at``), which a re-derivation carries from an older event. A change
+    written before versions existed (v1 of the schema) has version 0.
+    """
     kind = str(rec["kind"])
     if kind == "REFUSED":
         return []
     deleted = 1 if kind == "FORGET" else 0
+    version = int(rec.get("version") or 0)
     return [
-        (i["type"], i["value"], rec["person_id"], _s(rec.get("rule")), rec["at"], deleted)
+        (i["type"], i["value"], rec["person_id"], _s(rec.get("rule")), rec["at"], version, deleted)
         for i in rec.get("identifiers") or []
     ]
 

@@ -33,6 +33,9 @@ class IdentityChange:
       ``blocklist``, ``super_node:<type>``), ``absorbed_person_id`` is the person
       the event could not be merged with, when there is one.
     * ``FORGET``: ``person_id`` and its ``identifiers`` were erased.
+
+    ``version`` is the processing-order version the graph stamps on every change it
+    publishes (a sequence in its state; None only before it is stamped).
     """
 
     kind: ChangeKind
@@ -42,6 +45,7 @@ class IdentityChange:
     identifiers: tuple[Identifier, ...] = ()
     rule: str | None = None
     event_id: str | None = None
+    version: int | None = None
 
     def __post_init__(self) -> None:
         if self.at.tzinfo is None:
@@ -57,6 +61,7 @@ class IdentityChange:
             "identifiers": [{"type": i.type, "value": i.value} for i in self.identifiers],
             "rule": self.rule,
             "event_id": self.event_id,
+            "version": self.version,
         }
 
     @classmethod
@@ -75,6 +80,7 @@ class IdentityChange:
                 ),
                 rule=rec.get("rule"),
                 event_id=rec.get("event_id"),
+                version=None if rec.get("version") is None else int(rec["version"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise IdentityError(f"IdentityChange record: {exc}") from exc

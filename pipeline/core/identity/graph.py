@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,6 +18,7 @@ from pipeline.core.identity.rules import (
     _ephemeral_person,
 )
 from pipeline.core.identity.state import (
+    VERSION_KEY,
     IdentityStores,
     OrderKey,
     _Context,
@@ -149,9 +151,10 @@ class IdentityGraph(_Derivation):
         changes: list[IdentityChange] = []
         if not usable:
             op.shapes.set(sid, [at_ms, event_id, []])
-            op.flush()
             person = _ephemeral_person(event_id)
             changes.append(self._blocklist_change(at, person, junk, event_id))
+            changes = _stamp(op, changes)
+            op.flush()
             return Resolution(person, changes)
 
         ctx, seeds, flipped = self._register(op, usable, sid, order, at, event_id)
@@ -219,6 +222,7 @@ class IdentityGraph(_Derivation):
                             event_id,
                         )
                     )
+        changes = _stamp(op, changes)
         op.flush()
         return Resolution(person, changes)
 
@@ -372,11 +376,12 @@ class IdentityGraph(_Derivation):
                 old_recs = {p: self._person_record(op, p) for p in sorted(persons)}
                 scratch, last_of = self._rederive(region, shapes, None)
                 self._commit(op, scratch, region, old_recs, last_of, ctx, out)
-        op.flush()
         identifiers = [_to_identifier(k) for k in sorted(gone, key=self._prio)]
         out.append(
             IdentityChange(ChangeKind.FORGET, at, pid, None, tuple(identifiers), "forget", None)
         )
+        out = _stamp(op, out)
+        op.flush()
         if changes is not None:
             changes.extend(out)
         return identifiers
@@ -422,3 +427,16 @@ class IdentityGraph(_Derivation):
             "blocklist",
             event_id,
         )
+
+
+def _stamp(op: _Op, changes: list[IdentityChange]) -> list[IdentityChange]:
+    """*changes* with processing-order versions: the next numbers of the sequence kept
+    in the stores (:data:`VERSION_KEY`), which is written back in the same operation, so
+    versions only go forward across restarts and a redelivered event that changes
+    nothing takes none."""
+    if not changes:
+        return changes
+    last = op.shapes.get(VERSION_KEY)
+    base = int(last) if last is not None else 0
+    op.shapes.set(VERSION_KEY, base + len(changes))
+    return [replace(c, version=base + i) for i, c in enumerate(changes, start=1)]

@@ -11,6 +11,10 @@ from typing import Any
 
 from pipeline.core.model import Identifier
 
+#: The key, in the ``shapes`` store, of the last version stamped on a change. Shape ids
+#: are hex digests, so it cannot collide with one.
+VERSION_KEY = "#version"
+
 OrderKey = tuple[int, str]
 """The canonical order of events: ``(at_ms, event_id)``."""
 

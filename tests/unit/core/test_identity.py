@@ -611,3 +611,56 @@ def test_super_nodes_end_in_a_person_of_their_own(
         if any(len(values) > rules.super_node_threshold for values in by_type.values()):
             person = partition[key]
             assert [k for k, p in partition.items() if p == person] == [key]
+
+
+# --------------------------------------------------------------------------- versions
+
+
+def newest_by_version(changes: Sequence[IdentityChange]) -> dict[str, str]:
+    """What ``identities FINAL`` shows: each identifier's change with the highest
+    version (REFUSED changes write no row; FORGET deletes)."""
+    newest: dict[str, tuple[int, str | None]] = {}
+    for change in changes:
+        if change.kind is ChangeKind.REFUSED:
+            continue
+        assert change.version is not None
+        person = None if change.kind is ChangeKind.FORGET else change.person_id
+        for ident in change.identifiers:
+            key = f"{ident.type}:{ident.value}"
+            if key not in newest or change.version > newest[key][0]:
+                newest[key] = (change.version, person)
+    return {k: p for k, (_, p) in newest.items() if p is not None}
+
+
+@settings(max_examples=80, deadline=None)
+@given(raw=raw_events, rules=rules_strategy, data=st.data())
+def test_the_newest_change_by_version_names_every_identifiers_person(
+    raw: list[tuple[list[str], int]], rules: IdentityRules, data: st.DataObject
+) -> None:
+    events = as_events(raw)
+    permuted = data.draw(st.permutations(events))
+    duplicates = data.draw(st.lists(st.sampled_from(events), max_size=4))
+    graph = IdentityGraph(rules)
+    changes = [c for r in run(graph, [*permuted, *duplicates]) for c in r.changes]
+    versions = [c.version for c in changes]
+    assert versions == list(range(1, len(changes) + 1))  # one sequence, in processing order
+    assert newest_by_version(changes) == graph.partition()
+
+
+def test_versions_go_forward_across_a_restart_and_a_redelivery_takes_none() -> None:
+    graph = IdentityGraph()
+    first = graph.resolve(ids("anonymous_id:x"), "visit", 2_000).changes
+    again = graph.resolve(ids("anonymous_id:x"), "visit", 2_000).changes
+    assert [c.version for c in first] == [1] and again == []
+    # A new graph over the same (persisted) stores continues the sequence.
+    restarted = IdentityGraph(stores=graph.stores)
+    late = restarted.resolve(ids("user_id:u", "anonymous_id:x"), "late-login", 1_000).changes
+    # MAP of u, then x's person renamed after u (first seen earlier): a MERGE.
+    assert [(c.kind, c.version) for c in late] == [(ChangeKind.MAP, 2), (ChangeKind.MERGE, 3)]
+    forgotten: list[IdentityChange] = []
+    restarted.forget(late[0].person_id, at_ms=5_000, changes=forgotten)
+    assert [c.version for c in forgotten] == [4]
+    record = forgotten[0].to_record()
+    assert record["version"] == 4
+    assert IdentityChange.from_record(record) == forgotten[0]
+    assert IdentityChange.from_record({**record, "version": None}).version is None
