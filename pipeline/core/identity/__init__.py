@@ -77,6 +77,7 @@ from pipeline.core.identity.evaluation import pairwise_precision_recall
 from pipeline.core.identity.graph import IdentityGraph
 from pipeline.core.identity.rules import (
     DEFAULT_BLOCKLIST,
+    DEFAULT_CAPS,
     DEFAULT_LIMITS,
     DEFAULT_SUPER_NODE_TYPES,
     PERSON_NAMESPACE,
@@ -88,6 +89,7 @@ from pipeline.core.identity.state import IdentityStores
 
 __all__ = [
     "DEFAULT_BLOCKLIST",
+    "DEFAULT_CAPS",
     "DEFAULT_LIMITS",
     "DEFAULT_SUPER_NODE_TYPES",
     "PERSON_NAMESPACE",

@@ -21,6 +21,9 @@ from pipeline.core.identity.state import (
     _type,
 )
 
+#: Most absorbed person ids a person record lists (history, bounded like the rest).
+MAX_ABSORBED = 1_000
+
 
 class _Derivation:
     """The steps of :class:`~pipeline.core.identity.graph.IdentityGraph` that link
@@ -30,6 +33,8 @@ class _Derivation:
     _rank: dict[str, int]
     _low: int
     _limits: dict[str, int]
+    _caps: dict[str, int]
+    _default_cap: int
 
     def _incremental(
         self,
@@ -45,7 +50,7 @@ class _Derivation:
         Exact (equal to re-deriving in event-time order) when the event is newer
         than every link of those persons; also the fallback for huge components.
         """
-        scratch = _Scratch(self._limits)
+        scratch = _Scratch()
         flipped_set = set(flipped)
         last_of: dict[int, OrderKey] = {}
         for record in old_recs.values():
@@ -93,21 +98,31 @@ class _Derivation:
                 acc = scratch.union(acc, group)
             elif ctx is not None or others is not None:
                 keys = event_keys[id(group)]
-                refusals.append(_Refusal(keys[0], f"limit:{broken}", keys))
+                refusals.append(_Refusal(keys[0], broken, keys))
         if ctx is not None:
             ctx.acc_rep = link[0]
             ctx.refusals = refusals
         elif others is not None:
             others.extend((link[0], refusal) for refusal in refusals)
 
+    def _bound(self, type_: str) -> int:
+        limit = self._limits.get(type_)
+        return limit if limit is not None else self._caps.get(type_, self._default_cap)
+
     def _violation(self, a: _Group, b: _Group) -> str | None:
+        """The rule a union of *a* and *b* would break (``limit:<type>`` or
+        ``cap:<type>``, the strongest type), or None."""
         worst: tuple[int, str] | None = None
         for type_, count in b.counts.items():
-            if a.counts.get(type_, 0) + count > self._limits[type_]:
+            if a.counts.get(type_, 0) + count > self._bound(type_):
                 cand = (self._rank.get(type_, self._low), type_)
                 if worst is None or cand < worst:
                     worst = cand
-        return None if worst is None else worst[1]
+        if worst is None:
+            if len(a.members) + len(b.members) > self.rules.max_person_identifiers:
+                return "cap:identifiers"
+            return None
+        return f"{'limit' if worst[1] in self._limits else 'cap'}:{worst[1]}"
 
     def _region(
         self, op: _Op, seeds: Iterable[str]
@@ -115,7 +130,9 @@ class _Derivation:
         """The connected component(s) of ``seeds``: identifiers reachable through
         linking shapes (not through super nodes) and through current persons.
 
-        None when it is larger than ``max_replay_identifiers``.
+        None when it is larger than ``max_replay_identifiers`` or reaches an identifier
+        whose shapes are not all listed (past ``max_link_sets``). Erased identifiers and
+        super nodes are taken out of the shapes (an unlisted shape may still hold one).
         """
         cap = self.rules.max_replay_identifiers
         region: set[str] = set()
@@ -136,6 +153,8 @@ class _Derivation:
             rec = op.links.get(key)
             if rec is None or rec["s"]:
                 continue
+            if rec.get("x"):
+                return None
             for shape_id in rec["e"]:
                 if shape_id in shapes:
                     continue
@@ -144,6 +163,13 @@ class _Derivation:
                     continue
                 shapes[shape_id] = shape
                 stack.extend(x for x in shape[2] if x not in region)
+        gone = {k for k in region if op.links.get(k) is None and op.ident.get(k) is None}
+        region -= gone
+        cut = gone | {k for k in region if (op.links.get(k) or {}).get("s")}
+        if cut:
+            shapes = {
+                sid: [s[0], s[1], [x for x in s[2] if x not in cut]] for sid, s in shapes.items()
+            }
         return region, shapes, persons
 
     def _rederive(
@@ -165,7 +191,7 @@ class _Derivation:
             prev = edges.get(link)
             if prev is None or key < prev:
                 edges[link] = key
-        scratch = _Scratch(self._limits)
+        scratch = _Scratch()
         target = tuple(ctx.link) if ctx is not None else None
         for link, key in sorted(edges.items(), key=lambda item: (item[1], item[0])):
             if link == target:
@@ -234,7 +260,7 @@ class _Derivation:
                 "f": list(first[name]),
                 "ids": ids,
                 "last": None if last is None else list(last),
-                "a": sorted(absorbed[pid] - live),
+                "a": sorted(absorbed[pid] - live)[:MAX_ABSORBED],
             }
             if op.persons.get(pid) != record:
                 op.persons.set(pid, record)

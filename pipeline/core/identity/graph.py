@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pipeline.core.identity.changes import ChangeKind, IdentityChange, Resolution
-from pipeline.core.identity.derive import _Derivation
+from pipeline.core.identity.extend import _Extension
 from pipeline.core.identity.rules import (
     IdentityError,
     IdentityRules,
@@ -34,7 +34,7 @@ from pipeline.core.identity.state import (
 from pipeline.core.model import Identifier, from_millis
 
 
-class IdentityGraph(_Derivation):
+class IdentityGraph(_Extension):
     """The identity graph: :meth:`lookup` (fast path), :meth:`resolve` (the owner),
     :meth:`forget`, :meth:`members` and :meth:`canonical`.
 
@@ -50,6 +50,8 @@ class IdentityGraph(_Derivation):
         self._rank = {t: i for i, t in enumerate(self.rules.priority)}
         self._low = len(self.rules.priority)
         self._limits = dict(self.rules.limits)
+        self._caps = dict(self.rules.caps)
+        self._default_cap = self.rules.default_cap
         self._guarded = frozenset(self.rules.super_node_types)
         self._threshold = self.rules.super_node_threshold
         self._blocked = self.rules.blocklist
@@ -135,7 +137,8 @@ class IdentityGraph(_Derivation):
             raise IdentityError("event_id: must be a non-empty string")
         if isinstance(at_ms, bool) or not isinstance(at_ms, int):
             raise IdentityError("at_ms: must be an integer (epoch milliseconds)")
-        usable, junk = self._normalise(identifiers)
+        capped: list[tuple[str, list[str]]] = []
+        usable, junk = self._normalise(identifiers, capped)
         order: OrderKey = (at_ms, event_id)
         sid = _shape_id([*usable, *junk])
         op = _Op(self.stores)
@@ -152,7 +155,9 @@ class IdentityGraph(_Derivation):
         if not usable:
             op.shapes.set(sid, [at_ms, event_id, []])
             person = _ephemeral_person(event_id)
-            changes.append(self._blocklist_change(at, person, junk, event_id))
+            if junk or not capped:
+                changes.append(self._blocklist_change(at, person, junk, event_id))
+            changes[:0] = self._capped_changes(at, person, capped, event_id)
             changes = _stamp(op, changes)
             op.flush()
             return Resolution(person, changes)
@@ -171,16 +176,23 @@ class IdentityGraph(_Derivation):
                     break
         region_info = self._region(op, seeds) if replay else None
         others: list[tuple[OrderKey, str, _Refusal]] = []
+        pid_of: dict[str, str] | None = None
         if region_info is not None:
             region, shapes, persons = region_info
             old_recs = {p: self._person_record(op, p) for p in sorted(persons)}
             scratch, last_of = self._rederive(region, shapes, ctx, others)
-        else:
-            scratch, last_of, region = self._incremental(op, old_recs, usable, flipped, order, ctx)
-        pid_of = self._commit(op, scratch, region, old_recs, last_of, ctx, changes)
+        elif not flipped:
+            pid_of = self._extend(op, old_of, old_recs, order, ctx, changes)
+        if pid_of is None:
+            if region_info is None:
+                scratch, last_of, region = self._incremental(
+                    op, old_recs, usable, flipped, order, ctx
+                )
+            pid_of = self._commit(op, scratch, region, old_recs, last_of, ctx, changes)
         person = pid_of[ctx.link[0]] if ctx.link else pid_of[usable[0]]
         if junk:
             changes.insert(0, self._blocklist_change(at, person, junk, event_id))
+        changes[:0] = self._capped_changes(at, person, capped, event_id)
         for refusal in ctx.refusals:
             changes.append(
                 IdentityChange(
@@ -241,6 +253,9 @@ class IdentityGraph(_Derivation):
         strong = [k for k in usable if _type(k) in self._limits]
         flipped: list[str] = []
         co_of: dict[str, dict[str, list[str]]] = {}
+        # The shape links each of these unless it is a super node (or becomes one).
+        may_link = sum(1 for k in usable if recs[k] is None or not recs[k]["s"]) >= 2
+        max_sets = self.rules.max_link_sets
         for key in usable:
             if _type(key) not in self._guarded:
                 continue
@@ -255,7 +270,9 @@ class IdentityGraph(_Derivation):
                 values = co.setdefault(type_, [])
                 if value not in values:
                     bisect.insort(values, value)
-            if any(len(vs) > self._threshold for vs in co.values()):
+            if any(len(vs) > self._threshold for vs in co.values()) or (
+                may_link and rec is not None and _is_full(rec["e"], sid, max_sets)
+            ):
                 flipped.append(key)
             else:
                 co_of[key] = co
@@ -289,11 +306,17 @@ class IdentityGraph(_Derivation):
                 linked = list(rec["e"]) if rec is not None else []
                 other_shapes = list(rec["o"]) if rec is not None else []
                 bucket = linked if multi else other_shapes
-                pos = bisect.bisect_left(bucket, sid)
-                if pos == len(bucket) or bucket[pos] != sid:
-                    bucket.insert(pos, sid)
+                full = rec is not None and bool(rec.get("x"))
+                if _is_full(bucket, sid, max_sets):
+                    full = True  # not listed: the component is no longer re-derived
+                else:
+                    pos = bisect.bisect_left(bucket, sid)
+                    if pos == len(bucket) or bucket[pos] != sid:
+                        bucket.insert(pos, sid)
                 co = co_of.get(key, {})
                 new = {"f": list(first), "e": linked, "o": other_shapes, "co": co, "s": False}
+                if full:
+                    new["x"] = True
             if new != rec:
                 op.links.set(key, new)
         op.shapes.set(sid, [order[0], order[1], link])
@@ -388,10 +411,19 @@ class IdentityGraph(_Derivation):
 
     # ------------------------------------------------------------------ helpers
 
-    def _normalise(self, identifiers: Iterable[Identifier]) -> tuple[list[str], list[str]]:
-        """Usable identifier keys (deduplicated, priority order) and junk keys (sorted)."""
+    def _normalise(
+        self, identifiers: Iterable[Identifier], capped: list[tuple[str, list[str]]] | None = None
+    ) -> tuple[list[str], list[str]]:
+        """Usable identifier keys (deduplicated, priority order) and junk keys (sorted).
+
+        Values longer than ``max_value_length`` and identifiers past the event's first
+        ``max_identifiers_per_event`` are left out; with *capped*, they are listed there
+        (at most that many, values cut to that length) under their rule.
+        """
         usable: dict[str, tuple[int, str, str]] = {}
         junk: set[str] = set()
+        long_values: list[str] = []
+        max_length = self.rules.max_value_length
         for ident in identifiers:
             if not isinstance(ident, Identifier):
                 raise IdentityError(f"identifiers: expected Identifier, got {type(ident).__name__}")
@@ -399,12 +431,22 @@ class IdentityGraph(_Derivation):
             value = ident.value
             if not isinstance(value, str):
                 raise IdentityError(f"identifiers: the value of a {type_} must be a string")
+            if len(value) > max_length:
+                long_values.append(f"{type_}:{value[:max_length]}")
+                continue
             key = f"{type_}:{value}"
             if _clean(value) in self._blocked:
                 junk.add(key)
             else:
                 usable[key] = (self._rank.get(type_, self._low), type_, value)
-        return sorted(usable, key=usable.__getitem__), sorted(junk)
+        keys = sorted(usable, key=usable.__getitem__)
+        most = self.rules.max_identifiers_per_event
+        if capped is not None:
+            if long_values:
+                capped.append(("cap:value_length", sorted(set(long_values))[:most]))
+            if len(keys) > most:
+                capped.append(("cap:identifiers_per_event", keys[most : 2 * most]))
+        return keys[:most], sorted(junk)[:most]
 
     def _event_person(self, op: _Op, link: list[str], usable: list[str], event_id: str) -> str:
         if not usable:
@@ -414,6 +456,22 @@ class IdentityGraph(_Derivation):
         if pid is None:
             raise IdentityError(f"inconsistent identity state: {_type(key)} has no person")
         return str(pid)
+
+    def _capped_changes(
+        self, at: datetime, person: str, capped: list[tuple[str, list[str]]], event_id: str
+    ) -> list[IdentityChange]:
+        return [
+            IdentityChange(
+                ChangeKind.REFUSED,
+                at,
+                person,
+                None,
+                tuple(_to_identifier(k) for k in keys),
+                rule,
+                event_id,
+            )
+            for rule, keys in capped
+        ]
 
     def _blocklist_change(
         self, at: datetime, person: str, junk: list[str], event_id: str
@@ -440,3 +498,11 @@ def _stamp(op: _Op, changes: list[IdentityChange]) -> list[IdentityChange]:
     base = int(last) if last is not None else 0
     op.shapes.set(VERSION_KEY, base + len(changes))
     return [replace(c, version=base + i) for i, c in enumerate(changes, start=1)]
+
+
+def _is_full(bucket: list[str], sid: str, max_sets: int) -> bool:
+    """Whether the sorted shape list *bucket* is at its bound and lacks *sid*."""
+    if len(bucket) < max_sets:
+        return False
+    pos = bisect.bisect_left(bucket, sid)
+    return pos == len(bucket) or bucket[pos] != sid

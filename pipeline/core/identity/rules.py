@@ -20,6 +20,9 @@ DEFAULT_LIMITS: Mapping[str, int] = {
     "loyalty_id": 2,
 }
 DEFAULT_SUPER_NODE_TYPES: tuple[str, ...] = ("device_id", "anonymous_id")
+#: Per-person caps of the types without a limit: they bound state, not identity (a
+#: person past them is a bot or a shared account, not a customer).
+DEFAULT_CAPS: Mapping[str, int] = {"anonymous_id": 1_000, "device_id": 100}
 
 _JUNK_VALUES = (
     "",
@@ -68,7 +71,20 @@ _RULE_KEYS = frozenset(
         "blocklist",
         "blocklist_extra",
         "max_replay_identifiers",
+        "caps",
+        "default_cap",
+        "max_link_sets",
+        "max_identifiers_per_event",
+        "max_value_length",
+        "max_person_identifiers",
     }
+)
+_BOUNDS = (
+    "default_cap",
+    "max_person_identifiers",
+    "max_link_sets",
+    "max_identifiers_per_event",
+    "max_value_length",
 )
 
 
@@ -109,6 +125,19 @@ class IdentityRules:
     * ``max_replay_identifiers``: the largest component re-derived in event-time
       order when an event arrives late; a larger one is updated greedily in arrival
       order instead (and loses the order-independence guarantee).
+    * ``caps`` / ``default_cap``: most distinct identifiers of a type without a limit
+      that one person may hold (``caps`` per type, ``default_cap`` for the rest). A
+      merge past one is refused like a limit, with rule ``cap:<type>``; caps keep
+      person records, changes and merges bounded whatever the input.
+    * ``max_person_identifiers``: most identifiers of all types one person may hold
+      (rule ``cap:identifiers``); with ``max_value_length`` it keeps a person record
+      and a ``MERGE`` well under the producer's 1 MB message limit.
+    * ``max_link_sets``: most distinct identifier sets one identifier links. A guarded
+      type past it is a super node; another type keeps linking, but its component is
+      no longer re-derived when events arrive late.
+    * ``max_identifiers_per_event`` / ``max_value_length``: an event's identifiers past
+      the first (by priority), and values longer than this many characters, are refused
+      (rules ``cap:identifiers_per_event``, ``cap:value_length``).
     """
 
     priority: tuple[str, ...] = IDENTIFIER_TYPES
@@ -117,6 +146,12 @@ class IdentityRules:
     super_node_types: tuple[str, ...] = DEFAULT_SUPER_NODE_TYPES
     blocklist: frozenset[str] = DEFAULT_BLOCKLIST
     max_replay_identifiers: int = 20_000
+    caps: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_CAPS))
+    default_cap: int = 100
+    max_person_identifiers: int = 1_500
+    max_link_sets: int = 1_000
+    max_identifiers_per_event: int = 50
+    max_value_length: int = 256
 
     def __post_init__(self) -> None:
         priority = tuple(_check_type(t, "priority") for t in self.priority)
@@ -135,9 +170,16 @@ class IdentityRules:
         cap = self.max_replay_identifiers
         if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
             raise IdentityError("max_replay_identifiers: must be an integer >= 1")
+        caps: dict[str, int] = {}
+        for type_, cap_ in dict(self.caps).items():
+            _check_type(type_, "caps")
+            caps[type_] = _positive(cap_, f"caps.{type_}")
+        for name in _BOUNDS:
+            _positive(getattr(self, name), name)
         blocklist = frozenset(_clean(str(v)) for v in self.blocklist)
         object.__setattr__(self, "priority", priority)
         object.__setattr__(self, "limits", limits)
+        object.__setattr__(self, "caps", caps)
         object.__setattr__(self, "super_node_types", guarded)
         object.__setattr__(self, "blocklist", blocklist)
 
@@ -152,6 +194,13 @@ class IdentityRules:
         """The per-person limit of a type, or None when it is unlimited."""
         return self.limits.get(type_)
 
+    def bound(self, type_: str) -> int:
+        """The most identifiers of a type one person may hold: its limit, else its cap."""
+        limit = self.limits.get(type_)
+        if limit is not None:
+            return limit
+        return self.caps.get(type_, self.default_cap)
+
     def is_blocked(self, value: str) -> bool:
         """Whether a raw identifier value is junk."""
         return _clean(value) in self.blocklist
@@ -164,7 +213,9 @@ class IdentityRules:
         over the defaults; a value of ``null`` or ``"unlimited"`` removes a limit),
         ``super_node_threshold``, ``super_node_types`` (list), ``blocklist`` (list,
         replaces the defaults), ``blocklist_extra`` (list, added to the blocklist)
-        and ``max_replay_identifiers``. Unknown keys are an error.
+        ``max_replay_identifiers``, ``caps`` (mapping merged over the defaults),
+        ``default_cap``, ``max_person_identifiers``, ``max_link_sets``,
+        ``max_identifiers_per_event`` and ``max_value_length``. Unknown keys are an error.
         """
         if not isinstance(data, Mapping):
             raise IdentityError("identity rules: expected a mapping")
@@ -199,6 +250,14 @@ class IdentityRules:
         kwargs["blocklist"] = frozenset(blocklist)
         if "max_replay_identifiers" in data:
             kwargs["max_replay_identifiers"] = data["max_replay_identifiers"]
+        if "caps" in data:
+            raw_caps = data["caps"]
+            if not isinstance(raw_caps, Mapping):
+                raise IdentityError("caps: expected a mapping of type to cap")
+            kwargs["caps"] = {**DEFAULT_CAPS, **{str(t): c for t, c in raw_caps.items()}}
+        for name in _BOUNDS:
+            if name in data:
+                kwargs[name] = data[name]
         return cls(**kwargs)
 
     def to_mapping(self) -> dict[str, Any]:
@@ -213,6 +272,8 @@ class IdentityRules:
             "super_node_types": list(self.super_node_types),
             "blocklist": sorted(self.blocklist),
             "max_replay_identifiers": self.max_replay_identifiers,
+            "caps": dict(self.caps),
+            **{name: getattr(self, name) for name in _BOUNDS},
         }
 
 
@@ -225,3 +286,9 @@ def _str_list(value: object, where: str) -> list[str]:
             raise IdentityError(f"{where}: expected a list of strings, got {item!r}")
         out.append(item)
     return out
+
+
+def _positive(value: object, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise IdentityError(f"{where}: must be an integer >= 1")
+    return value

@@ -97,22 +97,22 @@ class _Group:
 
 
 class _Scratch:
-    """An in-memory union-find over identifier keys, with per-type counts of limited types."""
+    """An in-memory union-find over identifier keys, with per-type counts (every type
+    is bounded: by its limit or its cap)."""
 
-    __slots__ = ("group_of", "limits")
+    __slots__ = ("group_of",)
 
-    def __init__(self, limits: Mapping[str, int]) -> None:
-        self.limits = limits
+    def __init__(self) -> None:
         self.group_of: dict[str, _Group] = {}
 
     def add(self, keys: Iterable[str]) -> _Group:
         group = _Group()
+        counts = group.counts
         for key in keys:
             group.members.append(key)
             self.group_of[key] = group
             type_ = _type(key)
-            if type_ in self.limits:
-                group.counts[type_] = group.counts.get(type_, 0) + 1
+            counts[type_] = counts.get(type_, 0) + 1
         return group
 
     def get(self, key: str) -> _Group:

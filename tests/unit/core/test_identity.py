@@ -664,3 +664,75 @@ def test_versions_go_forward_across_a_restart_and_a_redelivery_takes_none() -> N
     assert record["version"] == 4
     assert IdentityChange.from_record(record) == forgotten[0]
     assert IdentityChange.from_record({**record, "version": None}).version is None
+
+
+# --------------------------------------------------------------------------- bounds
+
+
+def stores_of(graph: IdentityGraph) -> list[dict[str, Any]]:
+    s = graph.stores
+    return [dict(m) for m in (s.ident_to_person, s.persons, s.forward, s.links, s.shapes)]
+
+
+@settings(max_examples=80, deadline=None)
+@given(raw=raw_events, rules=rules_strategy, caps=st.integers(1, 3), data=st.data())
+def test_the_per_event_extension_equals_the_general_step(
+    raw: list[tuple[list[str], int]], rules: IdentityRules, caps: int, data: st.DataObject
+) -> None:
+    rules = IdentityRules(
+        limits=rules.limits,
+        super_node_threshold=rules.super_node_threshold,
+        caps={"anonymous_id": caps, "device_id": caps},
+        default_cap=caps,
+    )
+    events = data.draw(st.permutations(as_events(raw)))
+    fast, general = IdentityGraph(rules), IdentityGraph(rules)
+    general._fast_extend = False
+    assert run(fast, events) == run(general, events)
+    assert stores_of(fast) == stores_of(general)
+
+
+def test_caps_bound_the_types_without_a_limit_and_refusals_name_them() -> None:
+    rules = IdentityRules(caps={"anonymous_id": 2, "device_id": 1}, default_cap=1)
+    graph = IdentityGraph(rules)
+    results = run(
+        graph,
+        [
+            (ids("user_id:u", "anonymous_id:a1"), "s1", 1_000),
+            (ids("user_id:u", "anonymous_id:a2"), "s2", 2_000),
+            (ids("user_id:u", "anonymous_id:a3"), "s3", 3_000),
+            (ids("user_id:u", "device_id:d1", "crm_id:c1"), "s4", 4_000),
+            (ids("user_id:u", "device_id:d2", "crm_id:c2"), "s5", 5_000),
+        ],
+    )
+    person = graph.person_of(Identifier("user_id", "u"))
+    assert person is not None
+    assert graph.members(person) == {
+        "user_id": ["u"],
+        "device_id": ["d1"],
+        "anonymous_id": ["a1", "a2"],
+        "crm_id": ["c1"],
+    }
+    refused = [c for r in results for c in kinds(r.changes, ChangeKind.REFUSED)]
+    assert [(c.rule, c.person_id, [i.value for i in c.identifiers]) for c in refused] == [
+        ("cap:anonymous_id", person, ["a3"]),
+        ("cap:device_id", person, ["d2"]),
+        ("cap:crm_id", person, ["c2"]),
+    ]
+    assert graph.person_of(Identifier("anonymous_id", "a3")) == person_id_for("anonymous_id:a3")
+    assert IdentityRules.from_mapping(rules.to_mapping()) == rules
+    assert IdentityRules.from_mapping({"caps": {"device_id": 5}}).bound("device_id") == 5
+    with pytest.raises(IdentityError, match="caps.device_id"):
+        IdentityRules(caps={"device_id": 0})
+    with pytest.raises(IdentityError, match="max_link_sets"):
+        IdentityRules.from_mapping({"max_link_sets": -1})
+
+
+def test_an_event_with_too_many_or_too_long_identifiers_is_cut_and_audited() -> None:
+    graph = IdentityGraph(IdentityRules(max_identifiers_per_event=3, max_value_length=8))
+    many = [f"anonymous_id:a{i:02d}" for i in range(10)]
+    result = graph.resolve(ids("user_id:u", *many, "device_id:" + "x" * 50), "e", 1_000)
+    refused = {c.rule: [i.value for i in c.identifiers] for c in result.changes}
+    assert refused["cap:value_length"] == ["x" * 8]
+    assert refused["cap:identifiers_per_event"] == ["a02", "a03", "a04"]
+    assert sum(len(v) for v in graph.members(result.person_id).values()) == 3
