@@ -53,13 +53,14 @@ class _Derivation:
         scratch = _Scratch()
         flipped_set = set(flipped)
         last_of: dict[int, OrderKey] = {}
+        lasts: list[tuple[str, OrderKey]] = []
         for record in old_recs.values():
             keys = [k for k in _members(record) if k not in flipped_set]
             if not keys:
                 continue
-            group = scratch.add(keys)
+            scratch.add(keys)
             if record["last"] is not None:
-                _bump(last_of, group, _order(record["last"]))
+                lasts.append((keys[0], _order(record["last"])))
         for key in usable:
             if key not in ctx.link and key not in scratch.group_of:
                 scratch.add((key,))
@@ -68,6 +69,8 @@ class _Derivation:
             if len(ctx.link) >= 2:
                 for key in ctx.link:
                     _bump(last_of, scratch.group_of[key], order)
+        for key, last in lasts:  # after the unions: a merged person's "last" is kept
+            _bump(last_of, scratch.group_of[key], last)
         return scratch, last_of, set(scratch.group_of)
 
     def _step(
@@ -110,16 +113,23 @@ class _Derivation:
         return limit if limit is not None else self._caps.get(type_, self._default_cap)
 
     def _violation(self, a: _Group, b: _Group) -> str | None:
-        """The rule a union of *a* and *b* would break (``limit:<type>`` or
-        ``cap:<type>``, the strongest type), or None."""
+        """The rule a union of *a* and *b* would break, or None."""
+        return self._breaks(a.counts, len(a.members), b.counts, len(b.members))
+
+    def _breaks(
+        self, counts: Mapping[str, int], total: int, add: Mapping[str, int], size: int
+    ) -> str | None:
+        """The rule that adding *add* (per-type counts, *size* in all) to a person with
+        *counts* (*total*) would break: ``limit:<type>`` or ``cap:<type>`` for the
+        strongest type, else ``cap:identifiers``; None if it fits."""
         worst: tuple[int, str] | None = None
-        for type_, count in b.counts.items():
-            if a.counts.get(type_, 0) + count > self._bound(type_):
+        for type_, n in add.items():
+            if counts.get(type_, 0) + n > self._bound(type_):
                 cand = (self._rank.get(type_, self._low), type_)
                 if worst is None or cand < worst:
                     worst = cand
         if worst is None:
-            if len(a.members) + len(b.members) > self.rules.max_person_identifiers:
+            if total + size > self.rules.max_person_identifiers:
                 return "cap:identifiers"
             return None
         return f"{'limit' if worst[1] in self._limits else 'cap'}:{worst[1]}"

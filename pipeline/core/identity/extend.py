@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Mapping
 from typing import Any
 
 from pipeline.core.identity.changes import ChangeKind, IdentityChange
-from pipeline.core.identity.derive import _Derivation
+from pipeline.core.identity.derive import MAX_ABSORBED, _Derivation
 from pipeline.core.identity.rules import person_id_for
 from pipeline.core.identity.state import (
     OrderKey,
     _Context,
+    _members,
     _Op,
     _order,
     _Refusal,
@@ -37,93 +37,164 @@ class _Extension(_Derivation):
         ctx: _Context,
         changes: list[IdentityChange],
     ) -> dict[str, str] | None:
-        """Apply an event that touches one known person ``P`` through its strongest
-        linkable identifier and otherwise brings only new identifiers.
+        """Apply an event whose strongest linkable identifier belongs to a person ``P``
+        that stays the oldest of the persons the event touches.
 
-        Each new identifier joins ``P`` when ``P``'s limit or cap for its type allows,
-        else it becomes a person of its own (a refusal). Cost: the event's identifiers
-        and ``P``'s record, never ``P``'s identifiers one by one, so a person at its caps
-        (a bot's device, a shared account) costs the same per event as a new one.
-        Returns every event identifier's person, or None when the event does not have
-        that shape (then the general step runs).
+        In priority order, each other person of the event is merged into ``P``, and
+        each new identifier joins it, when ``P``'s limits and caps allow; otherwise it
+        is refused and stays (or becomes) a person of its own. Cost: the event's
+        identifiers and the persons merged into ``P``, never ``P``'s identifiers one by
+        one, so a person at its caps (a bot's device, a shared account) costs the same
+        per event as a new one. Returns every event identifier's person, or None when
+        the event does not have that shape (then the general step runs).
         """
         link = ctx.link
-        if not self._fast_extend or len(old_recs) != 1 or not link:
+        if not self._fast_extend or not link:
             return None
-        ((pid, record),) = old_recs.items()
-        if old_of[link[0]] != pid or not order > _order(record["f"]):
-            return None  # another anchor, or a new identifier older than P's first
+        anchor = old_of[link[0]]
+        if anchor is None:
+            return None
         if any(old_of[k] is not None for k in ctx.event_keys if k not in link):
             return None  # a super node of the event has a person (maybe P) to report
+        record = old_recs[anchor]
+        oldest = (_order(record["f"]), self._prio(record["n"]))
+        for pid, rec in old_recs.items():
+            if not order > _order(rec["f"]):
+                return None  # a new identifier would be older than a person's first
+            if pid != anchor and not (_order(rec["f"]), self._prio(rec["n"])) > oldest:
+                return None  # the anchor would not survive the merge
+
         counts = {t: len(vs) for t, vs in record["ids"].items()}
         total = sum(counts.values())
-        most = self.rules.max_person_identifiers
-        accepted: list[str] = []
-        refused: list[str] = []
-        refusals: list[_Refusal] = []
+        units: list[tuple[str | None, list[str]]] = []  # (person or None, event keys)
+        unit_of: dict[str, list[str]] = {}
         for key in link:
-            if old_of[key] is not None:
+            owner = old_of[key]
+            if owner == anchor:
                 continue
-            type_ = _type(key)
-            rule: str | None = None
-            if counts.get(type_, 0) + 1 > self._bound(type_):
-                rule = f"{'limit' if type_ in self._limits else 'cap'}:{type_}"
-            elif total + 1 > most:
-                rule = "cap:identifiers"
-            if rule is not None:
-                refused.append(key)
-                refusals.append(_Refusal(key, rule, [key]))
+            if owner is None:
+                units.append((None, [key]))
+            elif owner in unit_of:
+                unit_of[owner].append(key)
             else:
-                counts[type_] = counts.get(type_, 0) + 1
-                total += 1
-                accepted.append(key)
+                unit_of[owner] = [key]
+                units.append((owner, unit_of[owner]))
+        accepted: list[str] = []
+        merged: list[str] = []
+        refused_new: list[str] = []
+        refusals: list[_Refusal] = []
+        for unit, keys in units:
+            if unit is None:
+                add = {_type(keys[0]): 1}
+            else:
+                add = {t: len(vs) for t, vs in old_recs[unit]["ids"].items()}
+            size = sum(add.values())
+            rule = self._breaks(counts, total, add, size)
+            if rule is not None:
+                refusals.append(_Refusal(keys[0], rule, keys))
+                if unit is None:
+                    refused_new.append(keys[0])
+                continue
+            for type_, n in add.items():
+                counts[type_] = counts.get(type_, 0) + n
+            total += size
+            if unit is None:
+                accepted.append(keys[0])
+            else:
+                merged.append(unit)
         ctx.acc_rep = link[0]
         ctx.refusals = refusals
-        pid_of = {k: pid for k in link if k not in refused}
-        born: list[tuple[str, str]] = [(person_id_for(k), k) for k in refused]
-        last = record["last"]
-        if len(link) >= 2 and (last is None or _order(last) < order):
-            last = list(order)
-        ids = record["ids"]
-        if accepted:
-            ids = {t: list(vs) for t, vs in ids.items()}
-            for key in accepted:
-                type_, _, value = key.partition(":")
-                bisect.insort(ids.setdefault(type_, []), value)
-            ids = {t: ids[t] for t in sorted(ids, key=lambda t: (self._rank.get(t, self._low), t))}
-        live = {p for p, _ in born}
-        absorbed = [a for a in record["a"] if a not in live] if live else record["a"]
-        updated = {**record, "ids": ids, "last": last, "a": absorbed}
-        if updated != record:
-            op.persons.set(pid, updated)
-        for key in accepted:
-            op.ident.set(key, pid)
+
+        born = {person_id_for(k): k for k in refused_new}
+        live = {anchor, *born, *(p for p in unit_of if p not in merged)}
+        multi = len(link) >= 2
+        pid_of: dict[str, str] = {k: anchor for k in link}
         out: list[tuple[str, IdentityChange]] = []
-        if accepted:
-            top = f"deterministic:{_type(link[0])}"
-            keys = tuple(_to_identifier(k) for k in accepted)
-            change = IdentityChange(ChangeKind.MAP, ctx.at, pid, None, keys, top, ctx.event_id)
-            out.append((pid, change))
-        for new_pid, key in born:
-            first = _order(op.links.get(key)["f"])
-            type_, _, value = key.partition(":")
-            new_record = {
-                "n": key,
-                "f": list(first),
-                "ids": {type_: [value]},
-                "last": list(order),
-                "a": [],
+        # P: new identifiers and merged persons join it.
+        moved: dict[str, list[str]] = {q: _members(old_recs[q]) for q in sorted(merged)}
+        joining = [*accepted, *(k for keys in moved.values() for k in keys)]
+        last = _later(record["last"], order if multi else None)
+        absorbed = set(record["a"])
+        for q in merged:
+            last = _later(last, old_recs[q]["last"])
+            absorbed.update(old_recs[q]["a"])
+            absorbed.add(q)
+        ids = record["ids"]
+        if joining:
+            grown = {t: list(vs) for t, vs in ids.items()}
+            for key in joining:
+                type_, _, value = key.partition(":")
+                grown.setdefault(type_, []).append(value)
+            ids = {
+                t: sorted(grown[t])
+                for t in sorted(grown, key=lambda t: (self._rank.get(t, self._low), t))
             }
-            op.persons.set(new_pid, new_record)
+        updated = {
+            **record,
+            "ids": ids,
+            "last": last,
+            "a": sorted(absorbed - live)[:MAX_ABSORBED],
+        }
+        if updated != record:
+            op.persons.set(anchor, updated)
+        for key in joining:
+            op.ident.set(key, anchor)
+        top = f"deterministic:{_type(link[0])}"
+        if accepted:
+            new_ids = tuple(_to_identifier(k) for k in accepted)
+            out.append((anchor, self._change(ChangeKind.MAP, ctx, anchor, None, new_ids, top)))
+        for q, keys_of_q in moved.items():
+            op.persons.delete(q)
+            op.forward.set(q, anchor)
+            moved_ids = tuple(_to_identifier(k) for k in sorted(keys_of_q, key=self._prio))
+            out.append((anchor, self._change(ChangeKind.MERGE, ctx, anchor, q, moved_ids, top)))
+        # Refused persons stay as they are, but this link touched them.
+        for q, keys_of_q in unit_of.items():
+            if q in merged:
+                continue
+            rec = old_recs[q]
+            kept = {
+                **rec,
+                "last": _later(rec["last"], order),
+                "a": sorted(set(rec["a"]) - live)[:MAX_ABSORBED],
+            }
+            if kept != rec:
+                op.persons.set(q, kept)
+            for key in keys_of_q:
+                pid_of[key] = q
+        # Refused new identifiers: a person each.
+        for new_pid, key in born.items():
+            type_, _, value = key.partition(":")
+            first = _order(op.links.get(key)["f"])
+            fresh = {"n": key, "f": list(first), "ids": {type_: [value]}, "last": list(order)}
+            op.persons.set(new_pid, {**fresh, "a": []})
             if op.forward.get(new_pid) is not None:
                 op.forward.delete(new_pid)  # an absorbed person that comes back
             op.ident.set(key, new_pid)
             pid_of[key] = new_pid
             own = f"deterministic:{type_}"
-            change = IdentityChange(
-                ChangeKind.MAP, ctx.at, new_pid, None, (_to_identifier(key),), own, ctx.event_id
-            )
+            change = self._change(ChangeKind.MAP, ctx, new_pid, None, (_to_identifier(key),), own)
             out.append((new_pid, change))
         out.sort(key=lambda item: item[0])
         changes.extend(change for _, change in out)
         return pid_of
+
+    @staticmethod
+    def _change(
+        kind: ChangeKind,
+        ctx: _Context,
+        person: str,
+        absorbed: str | None,
+        identifiers: tuple[Any, ...],
+        rule: str,
+    ) -> IdentityChange:
+        return IdentityChange(kind, ctx.at, person, absorbed, identifiers, rule, ctx.event_id)
+
+
+def _later(last: Any, order: OrderKey | list[Any] | None) -> Any:
+    """The newer of a stored ``last`` (``[at_ms, event_id]`` or None) and *order*."""
+    if order is None:
+        return last
+    if last is None or _order(last) < _order(order):
+        return list(order)
+    return last
