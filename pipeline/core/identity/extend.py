@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Mapping
 from typing import Any
 
@@ -129,14 +130,11 @@ class _Extension(_Derivation):
                 t: sorted(grown[t])
                 for t in sorted(grown, key=lambda t: (self._rank.get(t, self._low), t))
             }
-        updated = {
-            **record,
-            "ids": ids,
-            "last": last,
-            "a": sorted(absorbed - live)[:MAX_ABSORBED],
-        }
-        if updated != record:
-            op.persons.set(anchor, updated)
+        history = sorted(absorbed - live)[:MAX_ABSORBED] if merged else _without(record["a"], live)
+        if ids is not record["ids"] or last is not record["last"] or history is not record["a"]:
+            updated = {**record, "ids": ids, "last": last, "a": history}
+            if updated != record:
+                op.persons.set(anchor, updated)
         for key in joining:
             op.ident.set(key, anchor)
         top = f"deterministic:{_type(link[0])}"
@@ -156,7 +154,7 @@ class _Extension(_Derivation):
             kept = {
                 **rec,
                 "last": _later(rec["last"], order),
-                "a": sorted(set(rec["a"]) - live)[:MAX_ABSORBED],
+                "a": _without(rec["a"], live),
             }
             if kept != rec:
                 op.persons.set(q, kept)
@@ -198,3 +196,13 @@ def _later(last: Any, order: OrderKey | list[Any] | None) -> Any:
     if last is None or _order(last) < _order(order):
         return list(order)
     return last
+
+
+def _without(absorbed: list[str], live: set[str]) -> list[str]:
+    """A stored (sorted, bounded) absorbed list less *live* persons, in O(|live| log n)
+    when none is in it (the common case)."""
+    for pid in live:
+        pos = bisect.bisect_left(absorbed, pid)
+        if pos < len(absorbed) and absorbed[pos] == pid:
+            return [a for a in absorbed if a not in live]
+    return absorbed

@@ -303,16 +303,20 @@ class IdentityGraph(_Extension):
             if key in supers:
                 new = {"f": list(first), "e": [], "o": [], "co": {}, "s": True}
             else:
-                linked = list(rec["e"]) if rec is not None else []
-                other_shapes = list(rec["o"]) if rec is not None else []
+                # Lists are copied only when they change (they hold up to max_sets ids).
+                linked: list[str] = rec["e"] if rec is not None else []
+                other_shapes: list[str] = rec["o"] if rec is not None else []
                 bucket = linked if multi else other_shapes
                 full = rec is not None and bool(rec.get("x"))
-                if _is_full(bucket, sid, max_sets):
+                pos = bisect.bisect_left(bucket, sid)
+                if pos < len(bucket) and bucket[pos] == sid:
+                    pass  # listed already
+                elif len(bucket) >= max_sets:
                     full = True  # not listed: the component is no longer re-derived
+                elif multi:
+                    linked = [*linked[:pos], sid, *linked[pos:]]
                 else:
-                    pos = bisect.bisect_left(bucket, sid)
-                    if pos == len(bucket) or bucket[pos] != sid:
-                        bucket.insert(pos, sid)
+                    other_shapes = [*other_shapes[:pos], sid, *other_shapes[pos:]]
                 co = co_of.get(key, {})
                 new = {"f": list(first), "e": linked, "o": other_shapes, "co": co, "s": False}
                 if full:

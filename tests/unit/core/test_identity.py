@@ -736,3 +736,27 @@ def test_an_event_with_too_many_or_too_long_identifiers_is_cut_and_audited() -> 
     assert refused["cap:value_length"] == ["x" * 8]
     assert refused["cap:identifiers_per_event"] == ["a02", "a03", "a04"]
     assert sum(len(v) for v in graph.members(result.person_id).values()) == 3
+
+
+def test_a_merge_of_two_large_persons_is_bounded_by_the_caps() -> None:
+    def person(strong: str, count: int, t0: int) -> list[Event]:
+        """*count* sessions of the person of *strong*, each with a new anonymous id."""
+        name = strong.partition(":")[2]
+        return [
+            (ids(strong, f"anonymous_id:{name}-{i}"), f"{name}-{i}", t0 + i) for i in range(count)
+        ]
+
+    graph = IdentityGraph()
+    run(graph, [*person("user_id:ann", 400, 1_000), *person("email_sha256:ann", 400, 5_000)])
+    link = graph.resolve(ids("user_id:ann", "email_sha256:ann"), "login", 9_000)
+    (merge,) = kinds(link.changes, ChangeKind.MERGE)
+    assert len(merge.identifiers) == 401  # the absorbed person: one e-mail, 400 anonymous ids
+    assert len(graph.members(link.person_id)["anonymous_id"]) == 800
+
+    big = IdentityGraph()
+    run(big, [*person("user_id:bob", 600, 1_000), *person("email_sha256:bob", 600, 5_000)])
+    refused = big.resolve(ids("user_id:bob", "email_sha256:bob"), "login", 9_000)
+    assert [(c.kind, c.rule) for c in refused.changes] == [(ChangeKind.REFUSED, "cap:anonymous_id")]
+    assert_limits(big)
+    for rec in big.stores.persons.values():
+        assert len(rec["ids"].get("anonymous_id", [])) <= big.rules.bound("anonymous_id")
