@@ -70,10 +70,11 @@ def kinds(changes: Sequence[IdentityChange], kind: ChangeKind) -> list[IdentityC
 
 
 def assert_limits(graph: IdentityGraph) -> None:
+    """No person breaks a limit or a cap."""
     for rec in graph.stores.persons.values():
         for type_, values in rec["ids"].items():
-            limit = graph.rules.limit(type_)
-            assert limit is None or len(values) <= limit, (type_, values)
+            assert len(values) <= graph.rules.bound(type_), (type_, values)
+        assert sum(map(len, rec["ids"].values())) <= graph.rules.max_person_identifiers
 
 
 # --------------------------------------------------------------------------- hand-made
@@ -438,13 +439,18 @@ raw_events = st.lists(
     max_size=22,
 )
 rules_strategy = st.builds(
-    lambda threshold, emails, loyalty: IdentityRules(
+    lambda threshold, emails, loyalty, cap, most: IdentityRules(
         limits={"user_id": 1, "email_sha256": emails, "phone_sha256": 1, "loyalty_id": loyalty},
         super_node_threshold=threshold,
+        caps={"anonymous_id": cap, "device_id": cap},
+        default_cap=cap,
+        max_person_identifiers=most,
     ),
     st.integers(min_value=1, max_value=3),
     st.integers(min_value=1, max_value=3),
     st.integers(min_value=1, max_value=2),
+    st.integers(min_value=1, max_value=4),  # caps of the types without a limit
+    st.integers(min_value=3, max_value=1_500),  # identifiers of all types per person
 )
 
 
@@ -675,16 +681,10 @@ def stores_of(graph: IdentityGraph) -> list[dict[str, Any]]:
 
 
 @settings(max_examples=80, deadline=None)
-@given(raw=raw_events, rules=rules_strategy, caps=st.integers(1, 3), data=st.data())
+@given(raw=raw_events, rules=rules_strategy, data=st.data())
 def test_the_per_event_extension_equals_the_general_step(
-    raw: list[tuple[list[str], int]], rules: IdentityRules, caps: int, data: st.DataObject
+    raw: list[tuple[list[str], int]], rules: IdentityRules, data: st.DataObject
 ) -> None:
-    rules = IdentityRules(
-        limits=rules.limits,
-        super_node_threshold=rules.super_node_threshold,
-        caps={"anonymous_id": caps, "device_id": caps},
-        default_cap=caps,
-    )
     events = data.draw(st.permutations(as_events(raw)))
     fast, general = IdentityGraph(rules), IdentityGraph(rules)
     general._fast_extend = False
@@ -760,3 +760,32 @@ def test_a_merge_of_two_large_persons_is_bounded_by_the_caps() -> None:
     assert_limits(big)
     for rec in big.stores.persons.values():
         assert len(rec["ids"].get("anonymous_id", [])) <= big.rules.bound("anonymous_id")
+
+
+def test_the_extension_equals_the_general_step_on_seeded_histories() -> None:
+    """Longer histories than the property's: sessions, merges, refusals, late events."""
+    import random
+
+    types = ["user_id", "email_sha256", "phone_sha256", "loyalty_id", "device_id"]
+    types += ["anonymous_id", "crm_id"]
+    for seed in range(60):
+        rng = random.Random(seed)
+        cap = rng.randint(1, 4)
+        rules = IdentityRules(
+            caps={"anonymous_id": cap, "device_id": cap},
+            default_cap=cap,
+            super_node_threshold=rng.randint(1, 3),
+            max_link_sets=rng.choice([2, 5, 1_000]),
+            max_person_identifiers=rng.randint(2, 12),
+        )
+        events: list[Event] = []
+        for i in range(rng.randint(5, 60)):
+            keys = {f"{(t := rng.choice(types))}:{t[0]}{rng.randint(0, 8)}" for _ in range(4)}
+            late = rng.random() < 0.3
+            events.append((ids(*sorted(keys)), f"e{i:03d}", rng.randint(0, 40) if late else 99 + i))
+        rng.shuffle(events)
+        fast, general = IdentityGraph(rules), IdentityGraph(rules)
+        general._fast_extend = False
+        assert run(fast, events) == run(general, events), seed
+        assert stores_of(fast) == stores_of(general), seed
+        assert_limits(fast)
