@@ -163,9 +163,10 @@ _CREATE = re.compile(
     r"[\w.]+)",
     re.IGNORECASE,
 )
-_ALTER = re.compile(r"^(ALTER\s+TABLE\s+[\w.]+)", re.IGNORECASE)
-_DROP = re.compile(r"^(DROP\s+TABLE\s+(?:IF\s+EXISTS\s+)?[\w.]+)", re.IGNORECASE)
-_EXCHANGE = re.compile(r"^(EXCHANGE\s+TABLES\s+[\w.]+\s+AND\s+[\w.]+)", re.IGNORECASE)
+_ALTER = re.compile(
+    r"^((?:ALTER|DROP)\s+TABLE\s+(?:IF\s+EXISTS\s+)?[\w.]+|EXCHANGE\s+TABLES\s+[\w.]+\s+AND\s+[\w.]+)",
+    re.IGNORECASE,
+)
 _ENGINE = re.compile(
     r"ENGINE\s*=\s*((?:Replacing|Summing|Aggregating|Collapsing|VersionedCollapsing)?"
     r"MergeTree)\b"
@@ -179,8 +180,7 @@ def on_cluster(statement: str, cluster: str) -> str:
     if not _IDENT.match(cluster):
         raise SinkError(f"cluster name {cluster!r} is not a plain identifier")
     statement = _CREATE.sub(lambda m: f"{m.group(1)} ON CLUSTER {cluster}", statement, count=1)
-    for pattern in (_ALTER, _DROP, _EXCHANGE):
-        statement = pattern.sub(lambda m: f"{m.group(1)} ON CLUSTER {cluster}", statement, count=1)
+    statement = _ALTER.sub(lambda m: f"{m.group(1)} ON CLUSTER {cluster}", statement, count=1)
     return _ENGINE.sub(lambda m: f"ENGINE = Replicated{m.group(1)}", statement)
 
 
