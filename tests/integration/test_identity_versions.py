@@ -141,7 +141,7 @@ def test_migration_0005_rebuilds_and_repairs_a_populated_table(
     }
 
     monkeypatch.undo()
-    assert migrate(client, "journeys") == ["0005_identity_versions.sql"]
+    assert migrate(client, "journeys")[0] == "0005_identity_versions.sql"  # and any later
     assert migrate(client, "journeys") == []
     assert current(client) == truth
     _, engine = client.query_rows(
