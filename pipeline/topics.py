@@ -50,6 +50,13 @@ class TopicSpec:
     partitions: int
     schema: str
     compacted: bool = False
+    #: ``retention.ms`` of the topic when it is created; None: the broker's default.
+    retention_ms: int | None = None
+
+
+def retention_ms(hours: float) -> int:
+    """``retention.ms`` for *hours*; 0 or less means keep forever (-1)."""
+    return int(hours * 3_600_000) if hours > 0 else -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,16 +74,22 @@ class Topics:
     @classmethod
     def from_settings(cls, settings: Settings) -> Topics:
         p, pre = settings.partitions, settings.topic_prefix
+        # Input and output topics expire (JOURNEYS_RETENTION_*_HOURS); the closed paths
+        # and model snapshots stay: every journey stage reads the snapshots from the start.
+        rin = retention_ms(settings.retention_input_hours)
+        rout = retention_ms(settings.retention_output_hours)
         return cls(
-            touchpoints=TopicSpec(f"{pre}.touchpoints", p, "Touchpoint"),
-            identity_links=TopicSpec(f"{pre}.identity-links", 1, "Touchpoint"),
-            person_touchpoints=TopicSpec(f"{pre}.person-touchpoints", p, "Touchpoint"),
+            touchpoints=TopicSpec(f"{pre}.touchpoints", p, "Touchpoint", retention_ms=rin),
+            identity_links=TopicSpec(f"{pre}.identity-links", 1, "Touchpoint", retention_ms=rin),
+            person_touchpoints=TopicSpec(
+                f"{pre}.person-touchpoints", p, "Touchpoint", retention_ms=rin
+            ),
             identity_changes=TopicSpec(f"{pre}.identity-changes", p, "IdentityChange", True),
-            journeys=TopicSpec(f"{pre}.journeys", p, "Journey"),
-            attribution=TopicSpec(f"{pre}.attribution", p, "AttributionCredit"),
+            journeys=TopicSpec(f"{pre}.journeys", p, "Journey", retention_ms=rout),
+            attribution=TopicSpec(f"{pre}.attribution", p, "AttributionCredit", retention_ms=rout),
             closed_paths=TopicSpec(f"{pre}.closed-paths", 1, "ClosedPath"),
             attribution_models=TopicSpec(f"{pre}.attribution-models", 1, "AttributionModel"),
-            dead_letters=TopicSpec(f"{pre}.dead-letters", 1, "DeadLetter"),
+            dead_letters=TopicSpec(f"{pre}.dead-letters", 1, "DeadLetter", retention_ms=rin),
         )
 
     def all(self) -> tuple[TopicSpec, ...]:
@@ -113,6 +126,8 @@ def ensure_specs(settings: Settings, specs: Iterable[TopicSpec], timeout: float 
         if spec.name in existing:
             continue
         config = {"cleanup.policy": "compact"} if spec.compacted else {}
+        if spec.retention_ms is not None:
+            config["retention.ms"] = str(spec.retention_ms)
         wanted.append(
             NewTopic(spec.name, spec.partitions, settings.replication_factor, config=config)
         )

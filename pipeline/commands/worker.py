@@ -25,6 +25,7 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.app import create_app
     from pipeline.broker import kafka_answers
     from pipeline.commands._common import fail, settings
+    from pipeline.state_guard import StateGuardError, guard
     from pipeline.topics import ensure_topics
 
     cfg = settings()
@@ -33,6 +34,10 @@ def run(args: argparse.Namespace) -> int:
             f"no Kafka broker answers on {cfg.kafka_bootstrap}; start one with `journeys broker` "
             "or use `journeys run`"
         )
+    try:
+        guard(cfg)  # never mix this state with another broker's topics
+    except StateGuardError as exc:
+        return fail(str(exc))
     ensure_topics(cfg)
     app = create_app(cfg)
     assert app.engine is not None
