@@ -20,6 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import time
+
     import faust
 
     from pipeline.app import create_app
@@ -29,7 +31,11 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.topics import ensure_topics
 
     cfg = settings()
-    if not kafka_answers(cfg.kafka_bootstrap, client_config=cfg.kafka_config()):
+    deadline = time.monotonic() + 30  # a broker that is restarting answers in a moment
+    while not kafka_answers(cfg.kafka_bootstrap, client_config=cfg.kafka_config()):
+        if time.monotonic() < deadline:
+            time.sleep(0.5)
+            continue
         return fail(
             f"no Kafka broker answers on {cfg.kafka_bootstrap}; start one with `journeys broker` "
             "or use `journeys run`"

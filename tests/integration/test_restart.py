@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,11 +23,12 @@ from connectors.generate import generate
 from connectors.publisher import Publisher
 from connectors.registry import SOURCES, get_source
 from connectors.replay import replay_files, source_of_file
-from pipeline.broker import free_port
+from pipeline.broker import free_port, kafka_answers
 from pipeline.core.model import Touchpoint
 from pipeline.serde import AvroSerde
 from pipeline.settings import Settings
 from pipeline.stack import child_env
+from sinks.clickhouse import SinkError
 from sinks.query_server import find_owner, remote_query
 
 DB = "journeys"
@@ -41,7 +42,9 @@ CREDIT = (
 # -- a `journeys run` in a subprocess -------------------------------------------------
 
 
-def stack_config(root: Path, bootstrap: str, partitions: int = 2) -> Settings:
+def stack_config(root: Path, bootstrap: str) -> Settings:
+    """One partition: with more, which of two persons survives a merge can depend on the
+    timing between partitions, and two calm runs may already group identities apart."""
     return Settings(
         kafka_bootstrap=bootstrap,
         broker_storage="s3",
@@ -49,7 +52,7 @@ def stack_config(root: Path, bootstrap: str, partitions: int = 2) -> Settings:
         log_dir=root / "log",
         clickhouse_url=f"chdb://{root / 'clickhouse'}",
         data_dir=root / "worker",
-        partitions=partitions,
+        partitions=1,
         worker_id="restart-worker",
         sink_flush_ms=100,
         model_refit_every=5,
@@ -88,13 +91,14 @@ class Stack:
         return found
 
     def named(self, *names: str) -> list[int]:
+        """Pids of the processes below `journeys run` whose command line has one of *names*."""
         pids = []
         for pid in self.descendants():
             try:
-                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
             except OSError:
                 continue
-            if any(name in Path(cmdline.decode()).name for name in names):
+            if any(name.encode() in cmdline for name in names):
                 pids.append(pid)
         return pids
 
@@ -234,9 +238,9 @@ def test_a_restart_between_two_visits_keeps_the_journey(tmp_path: Path) -> None:
     """The issue's story: paid search and add-to-cart, Ctrl-C, start again, two days later
     an e-mail and an order on another device. Without persistence the second run starts
     from nothing and credits e-mail alone."""
-    # One partition: the later visit of someone else moves the journey stage's event-time
-    # watermark past the order, which closes the journey.
-    cfg = stack_config(tmp_path, f"127.0.0.1:{free_port()}", partitions=1)
+    # The later visit of someone else (on the one partition) moves the journey stage's
+    # event-time watermark past the order, which closes the journey.
+    cfg = stack_config(tmp_path, f"127.0.0.1:{free_port()}")
     stack = start_stack(cfg, tmp_path)
     try:
         post(stack.port, track("Product Added", "2026-03-02T10:00:00Z", "laptop", "google", "cpc"))
@@ -392,7 +396,9 @@ def check_like_calm(result: Figures, calm: Figures, sample: Sample) -> None:
     assert result.credit == calm.credit
     # Markov and Shapley credit depends on when snapshots arrive; every conversion is
     # still credited once in full by every model.
-    assert result.totals == calm.totals
+    assert result.totals.keys() == calm.totals.keys()
+    for model, total in result.totals.items():
+        assert total == pytest.approx(calm.totals[model], abs=0.01), model
 
 
 def test_kill_9_of_the_whole_stack_mid_replay_then_restart(
@@ -417,28 +423,45 @@ def test_kill_9_of_the_whole_stack_mid_replay_then_restart(
     check_like_calm(result, calm, sample)
 
 
+def restarted(stack: Stack, root: Path) -> Stack:
+    """A new `journeys run` after *stack* stopped with the clear message."""
+    text = " ".join(stack.text().split())
+    assert "Start `journeys run` again: acknowledged events are kept" in text, text
+    return start_stack(stack.cfg, root)
+
+
 def test_kill_9_of_the_broker_alone_mid_replay(
     sample: Sample, calm: Figures, tmp_path: Path
 ) -> None:
-    """The broker's processes (Tansu and its rclone S3 endpoint) die; `journeys run`
+    """The broker's processes (Tansu and its S3 endpoint) die; `journeys run`
     restarts them, or stops with a clear message and a restart completes the run."""
     cfg = stack_config(tmp_path, f"127.0.0.1:{free_port()}")
     half = len(sample.touchpoints) // 2
     stack = start_stack(cfg, tmp_path)
     try:
         publish(cfg, sample, slice(0, half))
-        broker = stack.named("tansu", "rclone")
+        broker = stack.named("tansu", "pipeline.s3files")
         assert len(broker) == 2, stack.descendants()
         for pid in broker:
             os.kill(pid, signal.SIGKILL)
-        publish(cfg, sample, slice(half, None))
+        # The rest once the broker answers again: the replay's producer is not idempotent
+        # (connectors/publisher.py), so its retries while the broker is down could reorder
+        # a partition, which changes identity decisions (as it would on Apache Kafka).
+        deadline = time.monotonic() + 30
+        while not kafka_answers(cfg.kafka_bootstrap) and stack.proc.poll() is None:
+            assert time.monotonic() < deadline, stack.text()
+            time.sleep(0.2)
         if stack.proc.poll() is not None:
-            assert "journeys run" in stack.text(), stack.text()
-            stack = start_stack(cfg, tmp_path)
-        result = figures(stack, sample)
+            stack = restarted(stack, tmp_path)
+        publish(cfg, sample, slice(half, None))
+        try:
+            result = figures(stack, sample)
+        except (AssertionError, SinkError):
+            stack.proc.wait(timeout=30)
+            stack = restarted(stack, tmp_path)
+            result = figures(stack, sample)
     finally:
         stack.stop()
-    assert "restarting it" in stack.text() or "exited" in stack.text()
     check_like_calm(result, calm, sample)
 
 
