@@ -14,6 +14,7 @@ authentication: run it with ``python -m pipeline.s3files ROOT --port N``.
 from __future__ import annotations
 
 import argparse
+import bisect
 import os
 import re
 import sys
@@ -40,7 +41,12 @@ def _iso(ts: float) -> str:
 
 
 class Store:
-    """Objects of every bucket as files under *root*/<bucket>/<key>."""
+    """Objects of every bucket as files under *root*/<bucket>/<key>.
+
+    Tansu lists a partition's whole ``records/`` folder on every fetch, so the sorted
+    names of folders without subfolders are cached, and kept up to date by this
+    process's own writes and deletes (nothing else writes there while it runs).
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
@@ -48,6 +54,8 @@ class Store:
         self.tmp.mkdir(parents=True, exist_ok=True)
         for leftover in self.tmp.iterdir():  # writes a kill interrupted: never renamed
             leftover.unlink()
+        self._names: dict[Path, list[str]] = {}
+        self._names_lock = threading.Lock()
 
     def path(self, bucket: str, key: str) -> Path:
         if not bucket or bucket.startswith(".") or ".." in key.split("/"):
@@ -64,50 +72,95 @@ class Store:
             handle.write(body)
         path.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp, path)
+        with self._names_lock:
+            names = self._names.get(path.parent)
+            if names is not None:
+                at = bisect.bisect_left(names, path.name)
+                if at == len(names) or names[at] != path.name:
+                    names.insert(at, path.name)
+            self._names.pop(path.parent.parent, None)  # it may have a new subfolder
         return path.stat()
 
     def delete(self, path: Path) -> None:
+        with self._names_lock:
+            names = self._names.get(path.parent)
+            if names is not None:
+                at = bisect.bisect_left(names, path.name)
+                if at < len(names) and names[at] == path.name:
+                    del names[at]
         try:
             path.unlink()
         except FileNotFoundError:
             return
 
-    def list(
+    def _flat_names(self, folder: Path) -> list[str] | None:
+        """The sorted file names of *folder* if it has no subfolder, else None."""
+        with self._names_lock:
+            cached = self._names.get(folder)
+            if cached is not None:
+                return cached
+        names = []
+        for item in os.scandir(folder):
+            if item.is_dir():
+                return None
+            names.append(item.name)
+        names.sort()
+        with self._names_lock:
+            return self._names.setdefault(folder, names)
+
+    def listing(
         self, bucket: str, prefix: str, delimiter: str, after: str, limit: int
     ) -> tuple[list[tuple[str, os.stat_result]], list[str], str | None]:
         """(objects, common prefixes, next token) of *bucket* under *prefix*, in key order."""
         base = self.root / bucket
         folder = base / prefix.rpartition("/")[0] if "/" in prefix else base
-        entries: list[tuple[str, os.stat_result | None]] = []
-        if folder.is_dir():
-            if delimiter == "/":
-                rel = folder.relative_to(base).as_posix()
-                start = "" if rel == "." else rel + "/"
-                for item in os.scandir(folder):
-                    key = start + item.name
-                    if not key.startswith(prefix):
-                        continue
-                    if item.is_dir():
-                        entries.append((key + "/", None))
-                    else:
-                        entries.append((key, item.stat()))
-            else:
-                for dirpath, _dirs, files in os.walk(folder):
-                    rel = Path(dirpath).relative_to(base).as_posix()
-                    start = "" if rel == "." else rel + "/"
-                    for name in files:
-                        key = start + name
-                        if key.startswith(prefix):
-                            try:
-                                entries.append((key, os.stat(os.path.join(dirpath, name))))
-                            except FileNotFoundError:
-                                continue
-        entries.sort(key=lambda e: e[0])
-        entries = [e for e in entries if e[0] > after] if after else entries
-        page, rest = entries[:limit], entries[limit:]
-        objects = [(key, stat) for key, stat in page if stat is not None]
-        prefixes = [key for key, stat in page if stat is None]
-        return objects, prefixes, (page[-1][0] if rest and page else None)
+        if not folder.is_dir():
+            return [], [], None
+        rel = folder.relative_to(base).as_posix()
+        start = "" if rel == "." else rel + "/"
+        keys: list[str] = []  # sorted; common prefixes end with "/"
+        names = self._flat_names(folder)
+        if names is not None:
+            # The matching names are one run of the sorted list: no copy of all of them.
+            want = prefix[len(start) :]
+            with self._names_lock:
+                at = bisect.bisect_left(names, want)
+                if after.startswith(start):
+                    at = max(at, bisect.bisect_right(names, after[len(start) :]))
+                elif after > start:
+                    at = len(names)
+                page = [start + n for n in names[at : at + limit + 1] if n.startswith(want)]
+            return self._page(base, page[:limit], len(page) > limit)
+        if delimiter == "/":
+            for item in os.scandir(folder):
+                key = start + item.name + ("/" if item.is_dir() else "")
+                if key.startswith(prefix):
+                    keys.append(key)
+            keys.sort()
+        else:
+            for dirpath, _dirs, files in os.walk(folder):
+                sub = Path(dirpath).relative_to(base).as_posix()
+                head = "" if sub == "." else sub + "/"
+                keys += [head + name for name in files if (head + name).startswith(prefix)]
+            keys.sort()
+        first = bisect.bisect_right(keys, after) if after else 0
+        return self._page(base, keys[first : first + limit], first + limit < len(keys))
+
+    @staticmethod
+    def _page(
+        base: Path, page: list[str], more: bool
+    ) -> tuple[list[tuple[str, os.stat_result]], list[str], str | None]:
+        objects: list[tuple[str, os.stat_result]] = []
+        prefixes: list[str] = []
+        for key in page:
+            if key.endswith("/"):
+                prefixes.append(key)
+                continue
+            try:
+                objects.append((key, (base / key).stat()))
+            except FileNotFoundError:
+                continue
+        return objects, prefixes, (page[-1] if more and page else None)
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -246,7 +299,9 @@ class Handler(BaseHTTPRequestHandler):
         prefix, delimiter = arg("prefix"), arg("delimiter")
         after = max(arg("continuation-token"), arg("start-after"))
         limit = int(arg("max-keys") or 1000)
-        objects, prefixes, token = self.server.store.list(bucket, prefix, delimiter, after, limit)
+        objects, prefixes, token = self.server.store.listing(
+            bucket, prefix, delimiter, after, limit
+        )
         parts = [
             '<?xml version="1.0" encoding="UTF-8"?>',
             '<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">',
