@@ -384,8 +384,21 @@ def calm(sample: Sample, tmp_path_factory: pytest.TempPathFactory) -> Figures:
         result = figures(stack, sample)
     finally:
         stack.stop()
-    print(f"calm run: {result}")
     return result
+
+
+def side_by_side(calm: Figures, result: Figures, title: str) -> str:
+    """The calm and the restarted figures as a small table (shown with ``pytest -s``)."""
+    rows = [
+        (name, getattr(calm, name), getattr(result, name))
+        for name in ("touchpoints", "dead_letters", "converted", "identities", "persons")
+    ]
+    rows += [(f"credit {m}", calm.totals[m], result.totals.get(m)) for m in sorted(calm.totals)]
+    top = sorted(calm.credit, key=lambda k: -calm.credit[k])[:3]
+    rows += [(f"{m} {c}", calm.credit[(m, c)], result.credit.get((m, c))) for m, c in top]
+    lines = [f"{title}", f"{'':28}{'calm':>10}{'restarted':>12}"]
+    lines += [f"{name:28}{a!s:>10}{b!s:>12}" for name, a, b in rows]
+    return "\n".join(lines)
 
 
 def check_like_calm(result: Figures, calm: Figures, sample: Sample) -> None:
@@ -419,7 +432,7 @@ def test_kill_9_of_the_whole_stack_mid_replay_then_restart(
         result = figures(stack, sample)
     finally:
         stack.stop()
-    print(f"calm:      {calm}\nrestarted: {result}")
+    print(side_by_side(calm, result, "kill -9 of the whole stack mid-replay"))
     check_like_calm(result, calm, sample)
 
 
@@ -462,6 +475,8 @@ def test_kill_9_of_the_broker_alone_mid_replay(
             result = figures(stack, sample)
     finally:
         stack.stop()
+    how = "restarted by journeys run" if "restarting it" in stack.text() else "journeys run again"
+    print(side_by_side(calm, result, f"kill -9 of the broker alone mid-replay ({how})"))
     check_like_calm(result, calm, sample)
 
 
