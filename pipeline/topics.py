@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from pipeline.settings import Settings
 
@@ -122,6 +123,8 @@ def ensure_specs(settings: Settings, specs: Iterable[TopicSpec], timeout: float 
     except KafkaException as exc:
         raise TopicError(f"cannot list topics on {settings.kafka_bootstrap}: {exc}") from exc
     wanted = []
+    specs = list(specs)
+    _apply_retention(admin, [spec for spec in specs if spec.name in existing], timeout)
     for spec in specs:
         if spec.name in existing:
             continue
@@ -141,3 +144,44 @@ def ensure_specs(settings: Settings, specs: Iterable[TopicSpec], timeout: float 
                 continue
             raise TopicError(f"cannot create topic {name}: {exc}") from exc
         log.info("created topic %s", name)
+
+
+def _apply_retention(admin: Any, specs: list[TopicSpec], timeout: float) -> None:
+    """Give existing topics the ``retention.ms`` of their spec when it changed (the
+    JOURNEYS_RETENTION_* settings); a broker that refuses is logged, not fatal."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
+
+    specs = [spec for spec in specs if spec.retention_ms is not None]
+    if not specs:
+        return
+    try:
+        described = admin.describe_configs(
+            [ConfigResource("topic", spec.name) for spec in specs], request_timeout=timeout
+        )
+        current = {
+            resource.name: future.result().get("retention.ms")
+            for resource, future in described.items()
+        }
+        changes = [
+            ConfigResource(
+                "topic",
+                spec.name,
+                incremental_configs=[
+                    ConfigEntry(
+                        "retention.ms",
+                        str(spec.retention_ms),
+                        incremental_operation=AlterConfigOpType.SET,
+                    )
+                ],
+            )
+            for spec in specs
+            if getattr(current.get(spec.name), "value", None) != str(spec.retention_ms)
+        ]
+        if not changes:
+            return
+        for resource, future in admin.incremental_alter_configs(changes).items():
+            future.result()
+            log.info("topic %s: retention.ms set", resource.name)
+    except KafkaException as exc:
+        log.warning("cannot apply the retention settings to existing topics: %s", exc)

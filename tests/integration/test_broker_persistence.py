@@ -180,3 +180,26 @@ def test_the_s3_endpoint_honours_conditional_writes(tmp_path: Path) -> None:
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def test_retention_settings_reach_new_and_existing_topics(broker: str) -> None:
+    from confluent_kafka.admin import ConfigResource
+
+    from pipeline.settings import Settings
+    from pipeline.topics import Topics, ensure_topics
+
+    cfg = Settings(kafka_bootstrap=broker, topic_prefix="retention", retention_input_hours=1)
+
+    def retention(topic: str) -> str:
+        admin = AdminClient({"bootstrap.servers": broker})
+        future = admin.describe_configs([ConfigResource("topic", topic)])
+        configs = next(iter(future.values())).result()
+        return str(configs["retention.ms"].value) if "retention.ms" in configs else ""
+
+    ensure_topics(cfg)
+    topics = Topics.from_settings(cfg)
+    assert retention(topics.touchpoints.name) == "3600000"
+    assert retention(topics.journeys.name) == str(168 * 3_600_000)
+    assert retention(topics.attribution_models.name) == ""  # snapshots are kept
+    ensure_topics(cfg.model_copy(update={"retention_input_hours": 2.0}))
+    assert retention(topics.touchpoints.name) == "7200000"
