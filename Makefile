@@ -10,7 +10,8 @@ SQL    ?= SELECT channel, count() AS touchpoints FROM journeys.touchpoints FINAL
 
 .DEFAULT_GOAL := help
 .PHONY: help install test test-unit test-integration lint format demo run broker worker sink \
-        migrate replay replay-sample generate query up down logs bench clean
+        migrate replay replay-sample generate query up down logs bench clean \
+        status clean-data
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-17s %s\n",$$1,$$2}'
@@ -95,6 +96,12 @@ bench: $(STAMP) ## throughput vs the bare pipe, latency, attribution, memory -> 
 	-@$(BIN)/python -c "import ChannelAttribution, pandas" >/dev/null 2>&1 && test -x $(BIN)/py-spy \
 		|| $(BIN)/python -m pip install --quiet -e ".[bench]"
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+status: $(STAMP) ## where the local data lives, its size, and what runs
+	$(BIN)/journeys status
+
+clean-data: $(STAMP) ## remove all local data (broker topics, worker state, ClickHouse, demo) for good
+	$(BIN)/journeys reset --yes
 
 clean: ## remove local state (var/) and caches, keep .venv
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -11,6 +11,8 @@ COMMANDS = (
     "run",
     "demo",
     "broker",
+    "status",
+    "reset",
     "worker",
     "collect",
     "sink",

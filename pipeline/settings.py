@@ -107,6 +107,28 @@ class Settings(BaseSettings):
         Path("var/worker"),
         description="Worker state on disk: the batch engine's rocksdict stores.",
     )
+    broker_storage: Literal["s3", "memory"] = Field(
+        "s3",
+        description="Storage of the embedded broker that `journeys run`/`broker`/`demo` "
+        "start: s3 (files under JOURNEYS_BROKER_DIR, through a local rclone S3 endpoint; "
+        "they survive restarts) or memory (gone when it stops; for fast tests).",
+    )
+    broker_dir: Path = Field(
+        Path("var/broker"), description="Data of the embedded persistent broker."
+    )
+    log_dir: Path = Field(
+        Path("var/log"), description="Logs of the embedded broker and its S3 endpoint."
+    )
+    retention_input_hours: float = Field(
+        168.0,
+        description="Retention of the input topics (touchpoints, identity-links, "
+        "person-touchpoints, dead-letters); 0 or less: keep forever.",
+    )
+    retention_output_hours: float = Field(
+        168.0,
+        description="Retention of the output topics (journeys, attribution); 0 or less: "
+        "keep forever. The sink has stored them in ClickHouse long before.",
+    )
     worker_id: str = Field(
         "journeys-worker",
         description="Faust app id and consumer group; the batch engine's group is <id>-engine.",

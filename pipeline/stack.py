@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import SecretStr
 
-from pipeline.broker import _die_with_parent
+from pipeline.broker import EmbeddedBroker, _die_with_parent
 from pipeline.metrics import MetricsServer
 from pipeline.serde import AvroSerde
 from pipeline.settings import Settings
@@ -69,6 +69,10 @@ class SinkService:
                 sink_metrics(self.sink.stats), settings.metrics_host, settings.metrics_port
             )
         self.error: BaseException | None = None
+        #: Set by ``journeys run``: the embedded broker it started (None: an external
+        #: one) and its child processes (the worker first).
+        self.broker: EmbeddedBroker | None = None
+        self.children: list[subprocess.Popen[bytes]] = []
 
     def _run(self) -> None:
         try:

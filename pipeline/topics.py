@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from pipeline.settings import Settings
 
@@ -50,6 +51,13 @@ class TopicSpec:
     partitions: int
     schema: str
     compacted: bool = False
+    #: ``retention.ms`` of the topic when it is created; None: the broker's default.
+    retention_ms: int | None = None
+
+
+def retention_ms(hours: float) -> int:
+    """``retention.ms`` for *hours*; 0 or less means keep forever (-1)."""
+    return int(hours * 3_600_000) if hours > 0 else -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,16 +75,22 @@ class Topics:
     @classmethod
     def from_settings(cls, settings: Settings) -> Topics:
         p, pre = settings.partitions, settings.topic_prefix
+        # Input and output topics expire (JOURNEYS_RETENTION_*_HOURS); the closed paths
+        # and model snapshots stay: every journey stage reads the snapshots from the start.
+        rin = retention_ms(settings.retention_input_hours)
+        rout = retention_ms(settings.retention_output_hours)
         return cls(
-            touchpoints=TopicSpec(f"{pre}.touchpoints", p, "Touchpoint"),
-            identity_links=TopicSpec(f"{pre}.identity-links", 1, "Touchpoint"),
-            person_touchpoints=TopicSpec(f"{pre}.person-touchpoints", p, "Touchpoint"),
+            touchpoints=TopicSpec(f"{pre}.touchpoints", p, "Touchpoint", retention_ms=rin),
+            identity_links=TopicSpec(f"{pre}.identity-links", 1, "Touchpoint", retention_ms=rin),
+            person_touchpoints=TopicSpec(
+                f"{pre}.person-touchpoints", p, "Touchpoint", retention_ms=rin
+            ),
             identity_changes=TopicSpec(f"{pre}.identity-changes", p, "IdentityChange", True),
-            journeys=TopicSpec(f"{pre}.journeys", p, "Journey"),
-            attribution=TopicSpec(f"{pre}.attribution", p, "AttributionCredit"),
+            journeys=TopicSpec(f"{pre}.journeys", p, "Journey", retention_ms=rout),
+            attribution=TopicSpec(f"{pre}.attribution", p, "AttributionCredit", retention_ms=rout),
             closed_paths=TopicSpec(f"{pre}.closed-paths", 1, "ClosedPath"),
             attribution_models=TopicSpec(f"{pre}.attribution-models", 1, "AttributionModel"),
-            dead_letters=TopicSpec(f"{pre}.dead-letters", 1, "DeadLetter"),
+            dead_letters=TopicSpec(f"{pre}.dead-letters", 1, "DeadLetter", retention_ms=rin),
         )
 
     def all(self) -> tuple[TopicSpec, ...]:
@@ -109,10 +123,14 @@ def ensure_specs(settings: Settings, specs: Iterable[TopicSpec], timeout: float 
     except KafkaException as exc:
         raise TopicError(f"cannot list topics on {settings.kafka_bootstrap}: {exc}") from exc
     wanted = []
+    specs = list(specs)
+    _apply_retention(admin, [spec for spec in specs if spec.name in existing], timeout)
     for spec in specs:
         if spec.name in existing:
             continue
         config = {"cleanup.policy": "compact"} if spec.compacted else {}
+        if spec.retention_ms is not None:
+            config["retention.ms"] = str(spec.retention_ms)
         wanted.append(
             NewTopic(spec.name, spec.partitions, settings.replication_factor, config=config)
         )
@@ -126,3 +144,44 @@ def ensure_specs(settings: Settings, specs: Iterable[TopicSpec], timeout: float 
                 continue
             raise TopicError(f"cannot create topic {name}: {exc}") from exc
         log.info("created topic %s", name)
+
+
+def _apply_retention(admin: Any, specs: list[TopicSpec], timeout: float) -> None:
+    """Give existing topics the ``retention.ms`` of their spec when it changed (the
+    JOURNEYS_RETENTION_* settings); a broker that refuses is logged, not fatal."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
+
+    specs = [spec for spec in specs if spec.retention_ms is not None]
+    if not specs:
+        return
+    try:
+        described = admin.describe_configs(
+            [ConfigResource("topic", spec.name) for spec in specs], request_timeout=timeout
+        )
+        current = {
+            resource.name: future.result().get("retention.ms")
+            for resource, future in described.items()
+        }
+        changes = [
+            ConfigResource(
+                "topic",
+                spec.name,
+                incremental_configs=[
+                    ConfigEntry(
+                        "retention.ms",
+                        str(spec.retention_ms),
+                        incremental_operation=AlterConfigOpType.SET,
+                    )
+                ],
+            )
+            for spec in specs
+            if getattr(current.get(spec.name), "value", None) != str(spec.retention_ms)
+        ]
+        if not changes:
+            return
+        for resource, future in admin.incremental_alter_configs(changes).items():
+            future.result()
+            log.info("topic %s: retention.ms set", resource.name)
+    except KafkaException as exc:
+        log.warning("cannot apply the retention settings to existing topics: %s", exc)

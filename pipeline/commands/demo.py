@@ -54,8 +54,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Like `journeys run`, but it also generates sample logs of every source, "
         "replays them merged in event time, waits until ClickHouse holds every event, prints "
         "touchpoints per channel and the credit of every model, writes the HTML report and "
-        "stops. Its state (ClickHouse, worker tables) lives under --out, apart from "
-        "`journeys run`'s, and starts empty each time.",
+        "stops. Its state (broker topics, ClickHouse, worker tables) lives under --out, apart "
+        "from `journeys run`'s, and starts empty each time.",
     )
     p.add_argument("--people", type=int, default=300, help="customers to simulate (300)")
     p.add_argument("--days", type=int, default=30, help="days of event time (30)")
@@ -81,13 +81,14 @@ def run(args: argparse.Namespace) -> int:
 
     out_dir: Path = args.out
     stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime())
-    for state in (out_dir / "clickhouse", out_dir / "worker"):
+    for state in (out_dir / "clickhouse", out_dir / "worker", out_dir / "broker"):
         if state.exists():
             shutil.rmtree(state)  # the demo's own state: every demo starts empty
     cfg = settings().model_copy(
         update={
             "clickhouse_url": f"chdb://{out_dir / 'clickhouse'}",
             "data_dir": out_dir / "worker",
+            "broker_dir": out_dir / "broker",
             "topic_prefix": f"demo{stamp}",
             "worker_id": f"journeys-demo-{stamp}",
         }
@@ -162,7 +163,15 @@ def run(args: argparse.Namespace) -> int:
         f"({time.monotonic() - started:.0f}s)."
     )
     from pipeline.commands.report import write_html
+    from pipeline.commands.status import disk_usage, human
 
+    sizes = {name: disk_usage(out_dir / name) for name in ("broker", "worker", "clickhouse")}
+    console.print(
+        f"disk used in {out_dir}/: {human(disk_usage(out_dir))} ("
+        + ", ".join(f"{name} {human(size)}" for name, size in sizes.items())
+        + ")",
+        highlight=False,
+    )
     path = write_html(report, out_dir / "report.html")
     console.print(f"report: {path.resolve()}", highlight=False)
     console.print(

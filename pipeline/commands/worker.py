@@ -20,19 +20,30 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import time
+
     import faust
 
     from pipeline.app import create_app
     from pipeline.broker import kafka_answers
     from pipeline.commands._common import fail, settings
+    from pipeline.state_guard import StateGuardError, guard
     from pipeline.topics import ensure_topics
 
     cfg = settings()
-    if not kafka_answers(cfg.kafka_bootstrap, client_config=cfg.kafka_config()):
+    deadline = time.monotonic() + 30  # a broker that is restarting answers in a moment
+    while not kafka_answers(cfg.kafka_bootstrap, client_config=cfg.kafka_config()):
+        if time.monotonic() < deadline:
+            time.sleep(0.5)
+            continue
         return fail(
             f"no Kafka broker answers on {cfg.kafka_bootstrap}; start one with `journeys broker` "
             "or use `journeys run`"
         )
+    try:
+        guard(cfg)  # never mix this state with another broker's topics
+    except StateGuardError as exc:
+        return fail(str(exc))
     ensure_topics(cfg)
     app = create_app(cfg)
     assert app.engine is not None
