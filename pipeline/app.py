@@ -185,6 +185,7 @@ def create_app(settings: Settings, serde: AvroSerde | None = None) -> WorkerApp:
         snapshots,
         rules=rules.journeys,
         required_consent=settings.required_consent_categories(),
+        identity_rules=rules.identity,
     )
     engine.stage(
         Stage(

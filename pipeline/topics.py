@@ -39,6 +39,9 @@ CONTROL_HEADER = "journeys-control"
 MERGE_CONTROL = b"merge"
 HANDOVER_CONTROL = b"handover"
 FORGET_CONTROL = b"forget"
+#: Identifiers moved from one live person to another (``IdentityChange`` MAP with
+#: ``absorbed_person_id``): the old person's journey stage hands their events over.
+MOVE_CONTROL = b"move"
 
 
 class TopicError(RuntimeError):

@@ -37,7 +37,7 @@ from pipeline.agents.messages import UPSTREAM_HEADER, Out
 from pipeline.core.identity import ChangeKind, IdentityGraph
 from pipeline.core.model import Identifier, to_millis
 from pipeline.serde import AvroSerde, SerdeError
-from pipeline.topics import CONTROL_HEADER, FORGET_CONTROL, MERGE_CONTROL, Topics
+from pipeline.topics import CONTROL_HEADER, FORGET_CONTROL, MERGE_CONTROL, MOVE_CONTROL, Topics
 
 log = logging.getLogger(__name__)
 
@@ -238,14 +238,16 @@ class IdentityOwner(_Step):
         for change in resolution.changes:
             record = self._encode_change(change.to_record())
             out.append(Out(self.topics.identity_changes.name, change.person_id.encode(), record))
-            if change.kind is ChangeKind.MERGE and change.absorbed_person_id:
-                # Ordered after every event already routed to the absorbed person.
+            if change.absorbed_person_id and change.kind in (ChangeKind.MERGE, ChangeKind.MAP):
+                # Ordered after every event already routed to the absorbed person (a
+                # merge) or to the person identifiers moved away from (a move).
+                kind = MERGE_CONTROL if change.kind is ChangeKind.MERGE else MOVE_CONTROL
                 out.append(
                     Out(
                         self.topics.person_touchpoints.name,
                         change.absorbed_person_id.encode(),
                         record,
-                        ((CONTROL_HEADER, MERGE_CONTROL),),
+                        ((CONTROL_HEADER, kind),),
                     )
                 )
         out.append(self._routed(rec, resolution.person_id, route, value))

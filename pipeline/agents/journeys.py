@@ -18,10 +18,11 @@ them to topics and tables; tests drive them with plain dicts.
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import json
 import logging
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -40,6 +41,7 @@ from pipeline.core.attribution import (
     snapshot_from_record,
 )
 from pipeline.core.eligibility import counts_for_journeys
+from pipeline.core.identity import IdentityRules
 from pipeline.core.journeys import (
     ClosedJourney,
     JourneyBuilder,
@@ -55,6 +57,7 @@ from pipeline.topics import (
     FORGET_CONTROL,
     HANDOVER_CONTROL,
     MERGE_CONTROL,
+    MOVE_CONTROL,
     Topics,
 )
 
@@ -69,6 +72,23 @@ FORWARD_KEY = "__forward__:{person}"
 #: cycle of reversed merges, which the survivor it has reached then ends.
 MAX_HANDOVER_HOPS = 16
 BOOTSTRAP_VERSION = "bootstrap"
+
+
+def route_key(identifiers: Iterable[Mapping[str, Any]], rules: IdentityRules) -> str | None:
+    """The identifier that decides an event's person, by the identity rules' priority
+    (blocklisted values skipped), as a short hash: what :meth:`JourneyBuilder.split`
+    matches when the identity owner moves identifiers to another person."""
+    best: tuple[int, str, str] | None = None
+    for ident in identifiers:
+        type_, value = str(ident["type"]), str(ident["value"])
+        if rules.is_blocked(value):
+            continue
+        candidate = (rules.rank(type_), type_, value)
+        if best is None or candidate < best:
+            best = candidate
+    if best is None:
+        return None
+    return hashlib.blake2b(f"{best[1]}:{best[2]}".encode(), digest_size=6).hexdigest()
 
 
 class SnapshotCache:
@@ -153,8 +173,10 @@ class JourneyStep:
         rules: JourneyRules | None = None,
         config: AttributionConfig = DEFAULT_CONFIG,
         required_consent: frozenset[str] = frozenset(),
+        identity_rules: IdentityRules | None = None,
     ) -> None:
         self.required_consent = required_consent
+        self.identity_rules = identity_rules or IdentityRules()
         self.topics = topics
         self.serde = serde
         self.states = states
@@ -249,7 +271,8 @@ class JourneyStep:
         out: list[Out] = []
         where = (topic, partition, offset)
         state = self._load(tp.person_id, where, out)
-        result = self.builder.apply(state, tp, watermark)
+        route = route_key(rec.get("identifiers") or (), self.identity_rules)
+        result = self.builder.apply(state, tp, watermark, route)
         out += [self._dead(reason, value, topic, partition, offset) for _tp, reason in result.late]
         closed = list(result.closed)
         if result.closed or not result.duplicates and not result.late:
@@ -305,6 +328,8 @@ class JourneyStep:
                 return self._hand_over(self.serde.decode(value, expect="IdentityChange"))
             if control == HANDOVER_CONTROL:
                 return self._take_over(json.loads(value), partition)
+            if control == MOVE_CONTROL:
+                return self._move(self.serde.decode(value, expect="IdentityChange"), partition)
             if control == FORGET_CONTROL:
                 return self._forget(value)
         except (SerdeError, JourneyError, ValueError, KeyError, TypeError) as exc:
@@ -333,6 +358,38 @@ class JourneyStep:
             )
         ]
 
+    def _move(self, change: dict[str, Any], partition: int) -> list[Out]:
+        """On the partition of the person identifiers moved away from (a re-derived
+        identity split them off): the events they decided go to their new person,
+        with the journeys that vanish here (see :meth:`JourneyBuilder.split`)."""
+        old, new = str(change["absorbed_person_id"]), str(change["person_id"])
+        if str(change.get("rule") or "").startswith("super_node:"):
+            # A shared device's events belong to the persons of their other identifiers,
+            # which the device's move does not name: they stay (docs/journeys.md).
+            return []
+        routes = {
+            key
+            for ident in change.get("identifiers") or ()
+            if (key := route_key([ident], self.identity_rules)) is not None
+        }
+        raw = self.states.get(old)
+        if not raw or not routes:
+            return []
+        left, moved, closed = self.builder.split(JourneyState.from_dict(raw), routes)
+        if moved is None:
+            return []
+        self._store(old, left, partition)
+        payload = {"survivor": new, "absorbed": old, "state": moved.to_dict(), "moved": True}
+        return [
+            *self.emit(closed),
+            Out(
+                self.topics.person_touchpoints.name,
+                new.encode(),
+                json.dumps(payload, separators=(",", ":")).encode(),
+                ((CONTROL_HEADER, HANDOVER_CONTROL),),
+            ),
+        ]
+
     def _take_over(self, payload: dict[str, Any], partition: int) -> list[Out]:
         """On the survivor's partition: join the absorbed person's events, emit changes.
 
@@ -346,7 +403,7 @@ class JourneyStep:
         survivor, absorbed_id = str(payload["survivor"]), str(payload["absorbed"])
         forward_key = FORWARD_KEY.format(person=survivor)
         further = self.states.get(forward_key)
-        if further == absorbed_id:
+        if further == absorbed_id and not payload.get("moved"):
             log.info("merge of %s into %s reverses an older one", absorbed_id, survivor)
             del self.states[forward_key]
             further = None

@@ -69,13 +69,13 @@ KIND_CONVERSION = "conversion"
 KIND_SYNTHETIC = "synthetic"
 
 # Layout of the JSON lists kept in the state (compact: the state is stored per person).
-# event:   [at_ms, event_id, flags, channel, campaign, revenue]
+# event:   [at_ms, event_id, flags, channel, campaign, revenue, route key | None]
 # touch:   [at_ms, event_id, channel, campaign, kind]
 # session: [touch_event_id, start_ms, last_ms, channel, campaign]
 # replay:  [touches, session, last_conversion [at_ms, event_id] | None]
 # emitted: {journey_id: [version, digest, started_ms, ended_ms, person_id, converted, retracted]}
 _T, _ID, _CH, _CAMP, _KIND = 0, 1, 2, 3, 4
-_E_FLAGS, _E_CH, _E_CAMP, _E_REV = 2, 3, 4, 5
+_E_FLAGS, _E_CH, _E_CAMP, _E_REV, _E_ROUTE = 2, 3, 4, 5, 6
 _S_LAST, _S_CH, _S_CAMP = 2, 3, 4
 _V, _DIGEST, _START, _END, _PERSON, _CONV, _GONE = 0, 1, 2, 3, 4, 5, 6
 
@@ -252,7 +252,7 @@ class JourneyState:
             state = cls(str(data["person_id"]), int(data["watermark_ms"]))
             state.events = [list(e) for e in data["events"]]
             for event in state.events:
-                if len(event) != 6 or not isinstance(event[_T], int):
+                if len(event) != 7 or not isinstance(event[_T], int):
                     raise JourneyError(f"malformed event {event!r}")
             state.base = _check_replay(data["base"])
             state.head = _check_replay(data["head"])
@@ -321,11 +321,16 @@ class JourneyBuilder:
     # -- public API --------------------------------------------------------------------
 
     def apply(
-        self, state: JourneyState | None, tp: Touchpoint, watermark_ms: int = 0
+        self,
+        state: JourneyState | None,
+        tp: Touchpoint,
+        watermark_ms: int = 0,
+        route: str | None = None,
     ) -> StepResult:
         """Apply one touchpoint of the state's person; *watermark_ms* (the partition's
         newest event time) only decides when an idle open journey is emitted as a null
-        path. Events that neither touch nor convert are ignored."""
+        path; *route* names the identifier that decides the event's person (see
+        :meth:`split`). Events that neither touch nor convert are ignored."""
         if state is None:
             if not tp.person_id:
                 raise JourneyError(f"touchpoint {tp.event_id} has no person_id")
@@ -341,7 +346,7 @@ class JourneyBuilder:
         at = int(occurred.timestamp() * 1000)
         campaign = tp.campaign.name if tp.campaign is not None else None
         revenue = float(tp.revenue) if tp.revenue is not None else 0.0
-        event = [at, tp.event_id, flags, tp.channel, campaign, revenue]
+        event = [at, tp.event_id, flags, tp.channel, campaign, revenue, route]
         events = state.events
         i = bisect.bisect_left(events, (at, tp.event_id), key=_key)
         if i < len(events) and events[i][_ID] == tp.event_id:
@@ -416,6 +421,31 @@ class JourneyBuilder:
         changes += self._finalize_old(merged)
         return merged, changes
 
+    def split(
+        self, state: JourneyState, routes: set[str]
+    ) -> tuple[JourneyState, JourneyState | None, list[ClosedJourney]]:
+        """Take out the events whose route is in *routes* (identifiers that moved to
+        another person): the state left, a state of the moved events for the other
+        person's :meth:`merge` (None when nothing moved), and the left journeys' changes.
+
+        Journeys that vanish from this person travel with the moved events (their
+        emitted versions), so the other person revises or retracts them above those
+        versions instead of this one retracting them.
+        """
+        moved = [e for e in state.events if e[_E_ROUTE] in routes]
+        if not moved:
+            return state, None, []
+        state.events = [e for e in state.events if e[_E_ROUTE] not in routes]
+        produced = self._replay(state)
+        trailing = self._trailing(state)
+        kept = {j.journey_id for j in produced} | ({trailing.journey_id} if trailing else set())
+        vanished = [jid for jid, e in state.emitted.items() if not e[_GONE] and jid not in kept]
+        changes = self._publish(state, produced, None)
+        out = JourneyState(state.person_id, state.watermark_ms)
+        out.events = moved
+        out.emitted = {jid: state.emitted.pop(jid) for jid in vanished}
+        return state, out, changes
+
     # -- incremental and full replay ---------------------------------------------------
 
     def _too_late(self, state: JourneyState, at: int, event_id: str) -> str | None:
@@ -434,13 +464,18 @@ class JourneyBuilder:
             )
         return None
 
-    def _rebuild(self, state: JourneyState) -> list[ClosedJourney]:
-        """Replay every non-final event from the base; publish what changed."""
+    def _replay(self, state: JourneyState) -> list[ClosedJourney]:
+        """Replay every non-final event from the base; the journeys it closes."""
         head = _copy_replay(state.base)
         produced: list[ClosedJourney] = []
         for event in state.events:
             produced += self._step(head, event, state.person_id)
         state.head = head
+        return produced
+
+    def _rebuild(self, state: JourneyState) -> list[ClosedJourney]:
+        """Replay the events; publish what changed, retract what vanished."""
+        produced = self._replay(state)
         live = {jid for jid, entry in state.emitted.items() if not entry[_GONE]}
         return self._publish(state, produced, None, gone=live)
 

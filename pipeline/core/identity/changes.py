@@ -26,7 +26,8 @@ class IdentityChange:
     """One change of the graph, mirroring ``schemas/IdentityChange.avsc``.
 
     * ``MAP``: ``identifiers`` now belong to ``person_id`` (new identifiers, or
-      identifiers moved by a ``reorder`` / ``super_node:<type>`` / ``forget``).
+      identifiers moved by a ``reorder`` / ``super_node:<type>`` / ``forget``, from the
+      person ``absorbed_person_id`` names when it is still live: a *move*).
     * ``MERGE``: ``absorbed_person_id`` was absorbed into ``person_id`` (the older
       one); ``identifiers`` are the absorbed person's identifiers that moved.
     * ``REFUSED``: a link the rules refused; ``rule`` says why (``limit:<type>``,

@@ -342,10 +342,10 @@ class _Derivation:
                 changes.append(
                     IdentityChange(ChangeKind.MERGE, ctx.at, pid, old, keys, rule, ctx.event_id)
                 )
-            else:
+            else:  # a move: absorbed_person_id names the person the identifiers left
                 changes.append(
                     IdentityChange(
-                        ChangeKind.MAP, ctx.at, pid, None, keys, ctx.move_rule, ctx.event_id
+                        ChangeKind.MAP, ctx.at, pid, old, keys, ctx.move_rule, ctx.event_id
                     )
                 )
 

@@ -689,3 +689,26 @@ def test_merge_equals_one_person_with_all_events(draws: list[tuple[int, int, boo
     merged, tail = survivor.builder.expire(merged, ms(60 * DAY))
     closed += tail
     assert final(closed) == final(whole.closed)
+
+
+def test_split_hands_the_moved_events_and_their_journeys_to_the_other_person() -> None:
+    builder = JourneyBuilder()
+    state = None
+    for event, route in (
+        (tp("a", 0 * DAY, "email_click", "email", source="sendgrid"), "mine"),
+        (tp("b", 1 * DAY, "sms_click", "sms", source="twilio"), "theirs"),
+        (tp("o", 2 * DAY, "purchase", "unassigned", source="shopify"), "theirs"),
+    ):
+        state = builder.apply(state, event, to_millis(event.occurred_at), route).state
+    assert state is not None
+    [conversion] = [jid for jid, e in state.emitted.items() if e[5]]
+    left, moved, changes = builder.split(state, {"theirs"})
+    assert moved is not None and [e[1] for e in moved.events] == ["b", "o"]
+    assert [e[1] for e in left.events] == ["a"] and changes == []
+    assert conversion in moved.emitted and conversion not in left.emitted  # travels on
+    other = JourneyState("p2")
+    merged, rebuilt = builder.merge(other, moved)
+    [again] = rebuilt
+    assert again.journey_id == conversion and again.person_id == "p2"
+    assert again.version == 2 and again.path == ("sms",)
+    assert builder.split(left, {"nobody"})[1] is None
