@@ -358,18 +358,26 @@ IDENTITIES_COLUMNS = (
     "person_id",
     "rule",
     "updated_at",
+    "version",
     "is_deleted",
 )
 
 
 def identity_rows(rec: dict[str, Any]) -> list[tuple[Any, ...]]:
-    """Current-mapping rows of ``identities`` implied by one identity change."""
+    """Current-mapping rows of ``identities`` implied by one identity change.
+
+    ``identities`` is a ``ReplacingMergeTree(version, is_deleted)``: the change's
+    processing-order ``version`` decides which row is current, never its event time
+    (``updated_at``), which a re-derivation carries from an older event. A change
+    written before versions existed (v1 of the schema) has version 0.
+    """
     kind = str(rec["kind"])
     if kind == "REFUSED":
         return []
     deleted = 1 if kind == "FORGET" else 0
+    version = int(rec.get("version") or 0)
     return [
-        (i["type"], i["value"], rec["person_id"], _s(rec.get("rule")), rec["at"], deleted)
+        (i["type"], i["value"], rec["person_id"], _s(rec.get("rule")), rec["at"], version, deleted)
         for i in rec.get("identifiers") or []
     ]
 

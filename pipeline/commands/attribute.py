@@ -28,6 +28,7 @@ from pipeline.core.attribution import (
     DEFAULT_TOUCH_INTERVAL_HOURS,
     DIRECT_CHANNEL,
     MODELS,
+    SHAPLEY_NEGATIVES,
     AttributionConfig,
     AttributionError,
     ChannelTotals,
@@ -50,12 +51,15 @@ with ' > ' between channels (the ChannelAttribution layout; .csv or .csv.gz). Mo
 first_touch, last_touch, last_non_direct, linear, time_decay, position_based (rule-based,
 a row with N conversions gives N times one conversion's credit), markov (removal effects
 of an absorbing Markov chain, solved exactly) and shapley (Shapley values over channel
-sets). See docs/attribution.md for the definitions."""
+sets; --shapley-negatives clip, the default, clips negative Shapley values to 0 before
+normalising each set's shares, keep leaves them in and reproduces DP6
+marketing-attribution-models). See docs/attribution.md for the definitions."""
 
 EPILOG = """\
 examples:
   journeys attribute --paths tests/fixtures/paths_small.csv
   journeys attribute --paths paths.csv --model markov,shapley --order 2
+  journeys attribute --paths paths.csv --model shapley --shapley-negatives keep
   journeys attribute --paths paths.csv --model linear --model time_decay \\
       --half-life-hours 72 --format csv > credit.csv
 
@@ -153,6 +157,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         help=f"channel that last_non_direct skips (default: {DIRECT_CHANNEL})",
     )
     parser.add_argument(
+        "--shapley-negatives",
+        choices=SHAPLEY_NEGATIVES,
+        default="clip",
+        help="shapley: clip negative Shapley values to 0 before normalising each channel "
+        "set's shares (default), or keep them, negative shares included, as DP6 "
+        "marketing-attribution-models does",
+    )
+    parser.add_argument(
         "--format",
         choices=FORMATS,
         default="table",
@@ -187,7 +199,7 @@ def run(args: argparse.Namespace) -> int:
         return _error(str(exc))
     started = time.perf_counter()
     try:
-        results = attribute_paths(stats, selected, config)
+        results = attribute_paths(stats, selected, config, args.shapley_negatives)
     except AttributionError as exc:
         return _error(f"{args.paths}: {exc}")
     elapsed = time.perf_counter() - started

@@ -83,7 +83,7 @@ def _persons(db: str, request: dict[str, Any]) -> list[str]:
     else:
         ident = request["identifier"]
         person = (
-            f"(SELECT argMax(person_id, updated_at) FROM {db}.identities "
+            f"(SELECT argMax(person_id, version) FROM {db}.identities "
             f"WHERE identifier_type = {_quote(ident['type'])} "
             f"AND identifier_value = {_quote(ident['value'])} AND NOT is_deleted)"
         )

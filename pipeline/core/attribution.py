@@ -78,6 +78,7 @@ __all__ = [
     "DEFAULT_CONFIG",
     "MODELS",
     "RULE_BASED_MODELS",
+    "SHAPLEY_NEGATIVES",
     "AttributionConfig",
     "AttributionError",
     "ChannelTotals",
@@ -130,6 +131,9 @@ DEFAULT_POSITION_WEIGHTS: tuple[float, float, float] = (40.0, 20.0, 40.0)
 DEFAULT_TOUCH_INTERVAL_HOURS = 24.0
 #: Above this many transient states a Markov chain is solved iteratively, not densely.
 MARKOV_DENSE_STATE_LIMIT = 1000
+#: What ``attribute --paths`` may do with negative Shapley values: clip them to 0 (the
+#: default, as the stream does) or keep them (DP6 ``marketing-attribution-models``).
+SHAPLEY_NEGATIVES: tuple[str, ...] = ("clip", "keep")
 #: Channel sets larger than this make :func:`fit_shapley` warn (2^n subsets each).
 SHAPLEY_WARN_SET_SIZE = 20
 
@@ -924,8 +928,10 @@ def _channel_sets(stats: PathStats) -> _SetTable:
     return _SetTable(members, conversions, value, nulls, rate, bitmasks)
 
 
-def _set_shares(table: _SetTable) -> dict[int, FloatArray]:
-    """Clipped, normalised Shapley shares of every converting set (by set index)."""
+def _set_shares(table: _SetTable, negatives: str = "clip") -> dict[int, FloatArray]:
+    """Normalised Shapley shares of every converting set (by set index): negative values
+    clipped to 0 first (``negatives="clip"``), or kept as DP6 does (``"keep"``)."""
+    keep = _shapley_negatives(negatives) == "keep"
     converting = np.nonzero(table.conversions > 0)[0]
     by_size: dict[int, list[int]] = {}
     for s in converting.tolist():
@@ -969,8 +975,11 @@ def _set_shares(table: _SetTable) -> dict[int, FloatArray]:
                     ],
                     dtype=np.float64,
                 )
-            phi = np.maximum(_shapley_from_values(values, n), 0.0)
+            phi = _shapley_from_values(values, n)
+            if not keep:
+                phi = np.maximum(phi, 0.0)
             totals = phi.sum(axis=1, keepdims=True)
+            # Unclipped values sum to v(N) > 0 for a converting set; clipped ones are >= it.
             normalised = np.divide(phi, totals, out=np.full_like(phi, 1.0 / n), where=totals > 0)
             for s, row in zip(chunk, normalised, strict=True):
                 shares[s] = row
@@ -1137,10 +1146,24 @@ def markov_totals(stats: PathStats, order: int = 1) -> ChannelTotals:
     )
 
 
-def shapley_totals(stats: PathStats) -> ChannelTotals:
-    """Each converting set's conversions and value split by its Shapley shares."""
+def _shapley_negatives(negatives: str) -> str:
+    if negatives not in SHAPLEY_NEGATIVES:
+        raise AttributionError(
+            f"shapley negatives {negatives!r}: expected one of {', '.join(SHAPLEY_NEGATIVES)}"
+        )
+    return negatives
+
+
+def shapley_totals(stats: PathStats, negatives: str = "clip") -> ChannelTotals:
+    """Each converting set's conversions and value split by its Shapley shares.
+
+    ``negatives="clip"`` (the default, as the stream does) clips negative Shapley values
+    to 0 before normalising; ``"keep"`` normalises the raw values, negative shares
+    included, which reproduces DP6 ``attribution_shapley`` with full coalitions and
+    ``values_col="conv_rate"`` (see docs/attribution.md).
+    """
     table = _channel_sets(stats)
-    shares = _set_shares(table)
+    shares = _set_shares(table, negatives)
     n_channels = len(stats.channels)
     conversions = np.zeros(n_channels)
     value = np.zeros(n_channels)
@@ -1155,12 +1178,15 @@ def attribute_paths(
     stats: PathStats,
     models: Iterable[str] = MODELS,
     config: AttributionConfig = DEFAULT_CONFIG,
+    shapley_negatives: str = "clip",
 ) -> dict[str, ChannelTotals]:
     """Run *models* over aggregated paths; ``{model: ChannelTotals}`` in the given order.
 
     Every model's conversions add up to the file's total conversions (and its value to
-    the total value), up to floating-point rounding.
+    the total value), up to floating-point rounding. *shapley_negatives* (``clip`` or
+    ``keep``) is passed to :func:`shapley_totals`.
     """
+    _shapley_negatives(shapley_negatives)
     results: dict[str, ChannelTotals] = {}
     for model in models:
         if model in RULE_BASED_MODELS:
@@ -1168,7 +1194,7 @@ def attribute_paths(
         elif model == "markov":
             results[model] = markov_totals(stats, config.markov_order)
         elif model == "shapley":
-            results[model] = shapley_totals(stats)
+            results[model] = shapley_totals(stats, shapley_negatives)
         else:
             raise AttributionError(f"unknown model {model!r}; expected one of {', '.join(MODELS)}")
     return results

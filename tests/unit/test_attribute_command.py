@@ -130,6 +130,7 @@ def test_bad_config_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
         ["--order", "0"],
         ["--position-weights", "40,60"],
         ["--format", "xml"],
+        ["--shapley-negatives", "drop"],
     ],
 )
 def test_bad_options_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
@@ -145,3 +146,26 @@ def test_help_has_an_example(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert "journeys attribute --paths" in out
     assert "total_conversions" in out
+    assert "--shapley-negatives {clip,keep}" in out and "(default)" in out
+
+
+def test_shapley_negatives_keep_leaves_negative_shares(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # v(a) = 0.9, v(b) = 0.1, v(ab) = 0.2: phi_a = 0.5, phi_b = -0.3 over {a,b} (sum 0.2),
+    # shares 2.5 and -1.5 of its 2 conversions and value 40 (DP6's conv_rate Shapley).
+    corpus = tmp_path / "paths.csv"
+    corpus.write_text(
+        "path,total_conversions,total_conversion_value,total_null\n"
+        "a,9,90,1\nb,1,10,9\na > b,2,40,8\n",
+        encoding="utf-8",
+    )
+    base = ["--paths", str(corpus), "--model", "shapley", "--format", "csv"]
+    assert run([*base, "--shapley-negatives", "keep"]) == 0
+    keep = long_rows(capsys.readouterr().out)
+    assert keep[("shapley", "a")] == pytest.approx((9 + 5, 90 + 100))
+    assert keep[("shapley", "b")] == pytest.approx((1 - 3, 10 - 60))
+    assert run(base) == 0  # the default clips: a takes all of {a,b}
+    clip = long_rows(capsys.readouterr().out)
+    assert clip[("shapley", "a")] == pytest.approx((11, 130))
+    assert clip[("shapley", "b")] == pytest.approx((1, 10))

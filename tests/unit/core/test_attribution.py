@@ -367,6 +367,54 @@ def test_shapley_negative_values_are_clipped() -> None:
     )
 
 
+# A corpus checked by hand against DP6 ``attribution_shapley(size=3, order=False,
+# values_col="conv_rate")``: v(S) = conversions / (conversions + nulls) of the exact set,
+# Shapley values over every coalition, then x / x.sum() * the set's conversion value, with
+# no clipping. Weights for n = 2: 1/2, 1/2; for n = 3: 1/3, 1/6, 1/3 by coalition size.
+DP6_CORPUS = (
+    "a,9,90,1\n"  # v(a) = 0.9
+    "b,1,10,9\n"  # v(b) = 0.1
+    "c,1,5,3\n"  # v(c) = 0.25
+    "a > b,2,40,8\n"  # v(ab) = 0.2
+    "b > c > b,1,20,1\n"  # v(bc) = 0.5 (a set: order and repeats do not count)
+    "c > a > b,1,60,0\n"  # v(abc) = 1; v(ac) = 0, never seen
+)
+
+
+def test_shapley_keep_negatives_reproduces_dp6_on_a_hand_checked_corpus() -> None:
+    stats = paths(DP6_CORPUS)
+    # {a,b}: phi_a = 1/2 (0.9) + 1/2 (0.2 - 0.1) = 0.5, phi_b = 1/2 (0.1) + 1/2 (0.2 - 0.9)
+    #   = -0.3; sum 0.2 = v(ab), shares 2.5 and -1.5 of 2 conversions, value 40.
+    # {b,c}: phi_b = 1/2 (0.1) + 1/2 (0.5 - 0.25) = 0.175, phi_c = 1/2 (0.25) + 1/2 (0.5 - 0.1)
+    #   = 0.325; shares 0.35 and 0.65 of 1 conversion, value 20.
+    # {a,b,c}: phi_a = 1/3 (0.9) + 1/6 (0.2 - 0.1) + 1/6 (0 - 0.25) + 1/3 (1 - 0.5) = 53/120,
+    #   phi_b = 1/3 (0.1) + 1/6 (0.2 - 0.9) + 1/6 (0.5 - 0.25) + 1/3 (1 - 0) = 35/120,
+    #   phi_c = 1/3 (0.25) + 1/6 (0 - 0.9) + 1/6 (0.5 - 0.1) + 1/3 (1 - 0.2) = 32/120;
+    #   sum 1 = v(abc), 1 conversion, value 60.
+    keep = attribute_paths(stats, ["shapley"], shapley_negatives="keep")["shapley"].as_dict()
+    expected = {
+        "a": (9 + 2 * 2.5 + 53 / 120, 90 + 40 * 2.5 + 60 * 53 / 120),
+        "b": (1 - 2 * 1.5 + 0.35 + 35 / 120, 10 - 40 * 1.5 + 20 * 0.35 + 60 * 35 / 120),
+        "c": (1 + 0.65 + 32 / 120, 5 + 20 * 0.65 + 60 * 32 / 120),
+    }
+    assert flat(keep) == pytest.approx(flat(expected))
+    assert keep["b"][0] < 0 and keep["b"][1] < 0  # a negative share stays negative
+    assert sum(c for c, _ in keep.values()) == pytest.approx(15.0)
+    assert sum(v for _, v in keep.values()) == pytest.approx(225.0)
+    # The default clips phi_b of {a,b} to 0: a takes all of {a,b}; nothing else changes.
+    clip = attribute_paths(stats, ["shapley"])["shapley"].as_dict()
+    explicit = attribute_paths(stats, ["shapley"], shapley_negatives="clip")["shapley"]
+    assert clip == explicit.as_dict()
+    expected_clip = {
+        "a": (9 + 2 + 53 / 120, 90 + 40 + 60 * 53 / 120),
+        "b": (1 + 0.35 + 35 / 120, 10 + 20 * 0.35 + 60 * 35 / 120),
+        "c": expected["c"],
+    }
+    assert flat(clip) == pytest.approx(flat(expected_clip))
+    with pytest.raises(AttributionError, match="shapley negatives"):
+        attribute_paths(stats, ["shapley"], shapley_negatives="drop")
+
+
 def test_shapley_unseen_set_uses_observed_values_and_unobserved_zero() -> None:
     snap = fit_shapley(paths("a,1,0,3\nb,1,0,1\na > b,3,0,1\n"))
     # {a, c} never seen: v(a) = 1/4, v(c) = v(ac) = 0 -> phi_a = 1/8, phi_c = -1/8 -> a all.

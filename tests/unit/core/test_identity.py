@@ -70,10 +70,11 @@ def kinds(changes: Sequence[IdentityChange], kind: ChangeKind) -> list[IdentityC
 
 
 def assert_limits(graph: IdentityGraph) -> None:
+    """No person breaks a limit or a cap."""
     for rec in graph.stores.persons.values():
         for type_, values in rec["ids"].items():
-            limit = graph.rules.limit(type_)
-            assert limit is None or len(values) <= limit, (type_, values)
+            assert len(values) <= graph.rules.bound(type_), (type_, values)
+        assert sum(map(len, rec["ids"].values())) <= graph.rules.max_person_identifiers
 
 
 # --------------------------------------------------------------------------- hand-made
@@ -438,13 +439,18 @@ raw_events = st.lists(
     max_size=22,
 )
 rules_strategy = st.builds(
-    lambda threshold, emails, loyalty: IdentityRules(
+    lambda threshold, emails, loyalty, cap, most: IdentityRules(
         limits={"user_id": 1, "email_sha256": emails, "phone_sha256": 1, "loyalty_id": loyalty},
         super_node_threshold=threshold,
+        caps={"anonymous_id": cap, "device_id": cap},
+        default_cap=cap,
+        max_person_identifiers=most,
     ),
     st.integers(min_value=1, max_value=3),
     st.integers(min_value=1, max_value=3),
     st.integers(min_value=1, max_value=2),
+    st.integers(min_value=1, max_value=4),  # caps of the types without a limit
+    st.integers(min_value=3, max_value=1_500),  # identifiers of all types per person
 )
 
 
@@ -611,3 +617,175 @@ def test_super_nodes_end_in_a_person_of_their_own(
         if any(len(values) > rules.super_node_threshold for values in by_type.values()):
             person = partition[key]
             assert [k for k, p in partition.items() if p == person] == [key]
+
+
+# --------------------------------------------------------------------------- versions
+
+
+def newest_by_version(changes: Sequence[IdentityChange]) -> dict[str, str]:
+    """What ``identities FINAL`` shows: each identifier's change with the highest
+    version (REFUSED changes write no row; FORGET deletes)."""
+    newest: dict[str, tuple[int, str | None]] = {}
+    for change in changes:
+        if change.kind is ChangeKind.REFUSED:
+            continue
+        assert change.version is not None
+        person = None if change.kind is ChangeKind.FORGET else change.person_id
+        for ident in change.identifiers:
+            key = f"{ident.type}:{ident.value}"
+            if key not in newest or change.version > newest[key][0]:
+                newest[key] = (change.version, person)
+    return {k: p for k, (_, p) in newest.items() if p is not None}
+
+
+@settings(max_examples=80, deadline=None)
+@given(raw=raw_events, rules=rules_strategy, data=st.data())
+def test_the_newest_change_by_version_names_every_identifiers_person(
+    raw: list[tuple[list[str], int]], rules: IdentityRules, data: st.DataObject
+) -> None:
+    events = as_events(raw)
+    permuted = data.draw(st.permutations(events))
+    duplicates = data.draw(st.lists(st.sampled_from(events), max_size=4))
+    graph = IdentityGraph(rules)
+    changes = [c for r in run(graph, [*permuted, *duplicates]) for c in r.changes]
+    versions = [c.version for c in changes]
+    assert versions == list(range(1, len(changes) + 1))  # one sequence, in processing order
+    assert newest_by_version(changes) == graph.partition()
+
+
+def test_versions_go_forward_across_a_restart_and_a_redelivery_takes_none() -> None:
+    graph = IdentityGraph()
+    first = graph.resolve(ids("anonymous_id:x"), "visit", 2_000).changes
+    again = graph.resolve(ids("anonymous_id:x"), "visit", 2_000).changes
+    assert [c.version for c in first] == [1] and again == []
+    # A new graph over the same (persisted) stores continues the sequence.
+    restarted = IdentityGraph(stores=graph.stores)
+    late = restarted.resolve(ids("user_id:u", "anonymous_id:x"), "late-login", 1_000).changes
+    # MAP of u, then x's person renamed after u (first seen earlier): a MERGE.
+    assert [(c.kind, c.version) for c in late] == [(ChangeKind.MAP, 2), (ChangeKind.MERGE, 3)]
+    forgotten: list[IdentityChange] = []
+    restarted.forget(late[0].person_id, at_ms=5_000, changes=forgotten)
+    assert [c.version for c in forgotten] == [4]
+    record = forgotten[0].to_record()
+    assert record["version"] == 4
+    assert IdentityChange.from_record(record) == forgotten[0]
+    assert IdentityChange.from_record({**record, "version": None}).version is None
+
+
+# --------------------------------------------------------------------------- bounds
+
+
+def stores_of(graph: IdentityGraph) -> list[dict[str, Any]]:
+    s = graph.stores
+    return [dict(m) for m in (s.ident_to_person, s.persons, s.forward, s.links, s.shapes)]
+
+
+@settings(max_examples=80, deadline=None)
+@given(raw=raw_events, rules=rules_strategy, data=st.data())
+def test_the_per_event_extension_equals_the_general_step(
+    raw: list[tuple[list[str], int]], rules: IdentityRules, data: st.DataObject
+) -> None:
+    events = data.draw(st.permutations(as_events(raw)))
+    fast, general = IdentityGraph(rules), IdentityGraph(rules)
+    general._fast_extend = False
+    assert run(fast, events) == run(general, events)
+    assert stores_of(fast) == stores_of(general)
+
+
+def test_caps_bound_the_types_without_a_limit_and_refusals_name_them() -> None:
+    rules = IdentityRules(caps={"anonymous_id": 2, "device_id": 1}, default_cap=1)
+    graph = IdentityGraph(rules)
+    results = run(
+        graph,
+        [
+            (ids("user_id:u", "anonymous_id:a1"), "s1", 1_000),
+            (ids("user_id:u", "anonymous_id:a2"), "s2", 2_000),
+            (ids("user_id:u", "anonymous_id:a3"), "s3", 3_000),
+            (ids("user_id:u", "device_id:d1", "crm_id:c1"), "s4", 4_000),
+            (ids("user_id:u", "device_id:d2", "crm_id:c2"), "s5", 5_000),
+        ],
+    )
+    person = graph.person_of(Identifier("user_id", "u"))
+    assert person is not None
+    assert graph.members(person) == {
+        "user_id": ["u"],
+        "device_id": ["d1"],
+        "anonymous_id": ["a1", "a2"],
+        "crm_id": ["c1"],
+    }
+    refused = [c for r in results for c in kinds(r.changes, ChangeKind.REFUSED)]
+    assert [(c.rule, c.person_id, [i.value for i in c.identifiers]) for c in refused] == [
+        ("cap:anonymous_id", person, ["a3"]),
+        ("cap:device_id", person, ["d2"]),
+        ("cap:crm_id", person, ["c2"]),
+    ]
+    assert graph.person_of(Identifier("anonymous_id", "a3")) == person_id_for("anonymous_id:a3")
+    assert IdentityRules.from_mapping(rules.to_mapping()) == rules
+    assert IdentityRules.from_mapping({"caps": {"device_id": 5}}).bound("device_id") == 5
+    with pytest.raises(IdentityError, match="caps.device_id"):
+        IdentityRules(caps={"device_id": 0})
+    with pytest.raises(IdentityError, match="max_link_sets"):
+        IdentityRules.from_mapping({"max_link_sets": -1})
+
+
+def test_an_event_with_too_many_or_too_long_identifiers_is_cut_and_audited() -> None:
+    graph = IdentityGraph(IdentityRules(max_identifiers_per_event=3, max_value_length=8))
+    many = [f"anonymous_id:a{i:02d}" for i in range(10)]
+    result = graph.resolve(ids("user_id:u", *many, "device_id:" + "x" * 50), "e", 1_000)
+    refused = {c.rule: [i.value for i in c.identifiers] for c in result.changes}
+    assert refused["cap:value_length"] == ["x" * 8]
+    assert refused["cap:identifiers_per_event"] == ["a02", "a03", "a04"]
+    assert sum(len(v) for v in graph.members(result.person_id).values()) == 3
+
+
+def test_a_merge_of_two_large_persons_is_bounded_by_the_caps() -> None:
+    def person(strong: str, count: int, t0: int) -> list[Event]:
+        """*count* sessions of the person of *strong*, each with a new anonymous id."""
+        name = strong.replace(":", "-")
+        return [
+            (ids(strong, f"anonymous_id:{name}-{i}"), f"{name}-{i}", t0 + i) for i in range(count)
+        ]
+
+    graph = IdentityGraph()
+    run(graph, [*person("user_id:ann", 400, 1_000), *person("email_sha256:ann", 400, 5_000)])
+    link = graph.resolve(ids("user_id:ann", "email_sha256:ann"), "login", 9_000)
+    (merge,) = kinds(link.changes, ChangeKind.MERGE)
+    assert len(merge.identifiers) == 401  # the absorbed person: one e-mail, 400 anonymous ids
+    assert len(graph.members(link.person_id)["anonymous_id"]) == 800
+
+    big = IdentityGraph()
+    run(big, [*person("user_id:bob", 600, 1_000), *person("email_sha256:bob", 600, 5_000)])
+    refused = big.resolve(ids("user_id:bob", "email_sha256:bob"), "login", 9_000)
+    assert [(c.kind, c.rule) for c in refused.changes] == [(ChangeKind.REFUSED, "cap:anonymous_id")]
+    assert_limits(big)
+    for rec in big.stores.persons.values():
+        assert len(rec["ids"].get("anonymous_id", [])) <= big.rules.bound("anonymous_id")
+
+
+def test_the_extension_equals_the_general_step_on_seeded_histories() -> None:
+    """Longer histories than the property's: sessions, merges, refusals, late events."""
+    import random
+
+    types = ["user_id", "email_sha256", "phone_sha256", "loyalty_id", "device_id"]
+    types += ["anonymous_id", "crm_id"]
+    for seed in range(60):
+        rng = random.Random(seed)
+        cap = rng.randint(1, 4)
+        rules = IdentityRules(
+            caps={"anonymous_id": cap, "device_id": cap},
+            default_cap=cap,
+            super_node_threshold=rng.randint(1, 3),
+            max_link_sets=rng.choice([2, 5, 1_000]),
+            max_person_identifiers=rng.randint(2, 12),
+        )
+        events: list[Event] = []
+        for i in range(rng.randint(5, 60)):
+            keys = {f"{(t := rng.choice(types))}:{t[0]}{rng.randint(0, 8)}" for _ in range(4)}
+            late = rng.random() < 0.3
+            events.append((ids(*sorted(keys)), f"e{i:03d}", rng.randint(0, 40) if late else 99 + i))
+        rng.shuffle(events)
+        fast, general = IdentityGraph(rules), IdentityGraph(rules)
+        general._fast_extend = False
+        assert run(fast, events) == run(general, events), seed
+        assert stores_of(fast) == stores_of(general), seed
+        assert_limits(fast)
