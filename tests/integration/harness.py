@@ -220,10 +220,12 @@ class Stack:
 
     def stop(self) -> None:
         for proc in (self.worker, self.sink, *self.others):
-            if proc is not None:
+            if proc is None:
+                continue
+            if proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(proc.pid, signal.SIGCONT)  # a paused process must hear the stop
-                stop_process(proc)
+            stop_process(proc)
 
 
 def group_lag(cfg: Settings, group: str, topics: list[str]) -> int:
