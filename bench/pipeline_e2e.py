@@ -15,6 +15,10 @@ recorded. Product defaults otherwise (8 partitions, sink batches of 5,000 / 250 
    ``identities``, ``journeys``, ``attribution``, ``attribution_models``) to go quiet.
 3. **Latency.** Produce at a steady, moderate rate with each event's produce time
    recorded, and compare with the moment its row became visible.
+4. **Conversion to credit** (``--credit-rate``): during the latency run, and then alone
+   as a trickle of 1 event/s (``--trickle-seconds``), customers' page views and orders go
+   through a ``journeys collect`` process; from the collector's answer to an order to
+   the insert of its credit (:mod:`bench.credit_latency`).
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from bench.common import (
     produce,
     settings_env,
 )
+from bench.credit_latency import CreditClock, send_conversions
 from bench.data import plan
 from sinks.clickhouse import LockedClient
 
@@ -59,6 +64,7 @@ class RecordingClient(LockedClient):
         self.rows: Counter[str] = Counter()
         self.last_insert = 0.0
         self.changed = threading.Condition()
+        self.credit = CreditClock()
 
     def insert(
         self,
@@ -74,6 +80,8 @@ class RecordingClient(LockedClient):
             if table == "touchpoints":
                 for row in rows:
                     self.visible.setdefault(str(row[0]), at)
+            elif table == "attribution":
+                self.credit.inserted(rows, columns, at)
             self.rows[table] += len(rows)
             self.last_insert = at
             self.changed.notify_all()
@@ -93,6 +101,21 @@ class RecordingClient(LockedClient):
                 if dead:
                     raise BenchError(f"a worker exited with {dead[0]}")
                 self.changed.wait(min(left, 1.0))
+
+    def wait_credited(self, accepted: dict[str, float], timeout: float) -> dict[str, float]:
+        """Wait until every conversion of *accepted* has its credit in ClickHouse; the
+        seconds from acceptance to credit of each (those still missing are left out)."""
+        deadline = time.monotonic() + timeout
+        with self.changed:
+            while time.monotonic() < deadline:
+                if all(cid in self.credit.visible for cid in accepted):
+                    break
+                self.changed.wait(0.5)
+        return {
+            cid: self.credit.visible[cid] - at
+            for cid, at in accepted.items()
+            if cid in self.credit.visible
+        }
 
     def wait_quiet(self, quiet_s: float, timeout: float) -> float:
         """Wait until no insert happened for *quiet_s*; the time of the last insert."""
@@ -171,6 +194,40 @@ def _produce_steady(bootstrap: str, topic: str, events: EventSet, rate: float) -
     return sent
 
 
+def _credit_stats(accepted: dict[str, float], seconds: dict[str, float]) -> dict[str, Any]:
+    lat = list(seconds.values())
+    out: dict[str, Any] = {"conversions": len(accepted), "credited": len(lat)}
+    if lat:
+        out |= {
+            "p50_s": round(_percentile(lat, 0.50), 3),
+            "p99_s": round(_percentile(lat, 0.99), 3),
+            "max_s": round(max(lat), 3),
+        }
+    if len(lat) < len(accepted):
+        out["p99_s"] = None  # a conversion never credited: no percentile stands for it
+    return out
+
+
+def _start_collector(cfg: Any, port: int) -> subprocess.Popen[bytes]:
+    """``journeys collect`` on *port*, once it answers its health check."""
+    import urllib.request
+
+    from pipeline.stack import spawn
+
+    proc = spawn(["collect"], env=settings_env(cfg, JOURNEYS_COLLECTOR_PORT=str(port)))
+    deadline = time.monotonic() + 60
+    while True:
+        if proc.poll() is not None:
+            raise BenchError(f"the collector exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2):  # noqa: S310
+                return proc
+        except OSError:
+            if time.monotonic() > deadline:
+                raise BenchError("the collector did not answer in 60 s") from None
+            time.sleep(0.2)
+
+
 def _py_spy(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes] | None:
     """Sample *pid* with py-spy (raw folded stacks) when it is installed."""
     import shutil
@@ -197,7 +254,10 @@ def measure(
     latency_load: float,
     latency_seconds: float,
     profile_seconds: float,
+    credit_rate: float = 0.0,
+    trickle_seconds: float = 0.0,
 ) -> dict[str, Any]:
+    from pipeline.broker import free_port
     from pipeline.stack import SinkService, spawn, stop_process
     from pipeline.topics import Topics, ensure_topics
 
@@ -220,11 +280,16 @@ def measure(
         service.start()
         procs: list[subprocess.Popen[bytes]] = []
         spy: subprocess.Popen[bytes] | None = None
+        collector: subprocess.Popen[bytes] | None = None
+        collected = 0
         try:
             with _output_to(WORK / "logs" / f"{name}-workers.log"):
                 for i in range(workers):
                     env = settings_env(cfg, JOURNEYS_DATA_DIR=str(root / f"worker-{i}"))
                     procs.append(spawn(["worker"], env=env))
+                collector_port = free_port()
+                if credit_rate > 0 or trickle_seconds > 0:
+                    collector = _start_collector(cfg, collector_port)
             # Tansu describes groups without members, so the warm-up itself shows that
             # every worker has partitions: each must burn CPU on the second half.
             t0 = time.monotonic()
@@ -284,7 +349,25 @@ def measure(
             rate = max(50.0, round(latency_load * len(main) / seconds, -1))
             steady = cut.spare.slice(0, min(len(cut.spare), int(rate * latency_seconds)))
             if len(steady):
+                orders: dict[str, float] = {}
+                driver = threading.Thread(
+                    target=lambda: orders.update(
+                        send_conversions(collector_port, credit_rate, latency_seconds)
+                    ),
+                    name="conversions",
+                    daemon=True,
+                )
+                if credit_rate > 0:
+                    driver.start()
                 sent = _produce_steady(boot, topic, steady, rate)
+                if credit_rate > 0:
+                    driver.join(timeout=latency_seconds + 60)
+                    collected += 2 * len(orders)
+                    result["conversion_to_credit_quarter_capacity"] = {
+                        "background_events_per_s": rate,
+                        "collector_events_per_s": credit_rate,
+                        **_credit_stats(orders, recorder.wait_credited(orders, 60)),
+                    }
                 recorder.wait_visible(len(warm) + len(main) + len(steady), 180, procs)
                 lat = [recorder.visible[e] - t for e, t in sent.items()]
                 result["latency"] = {
@@ -297,6 +380,17 @@ def measure(
                     "max_s": round(max(lat), 3),
                     "measured_to": "the chDB insert of the row returned (row visible)",
                 }
+            if trickle_seconds > 0:
+                # Nothing else flows: 1 event/s through the collector, a page view then
+                # an order per customer.
+                recorder.wait_quiet(2.0, 60)
+                orders = send_conversions(collector_port, 1.0, trickle_seconds)
+                collected += 2 * len(orders)
+                result["conversion_to_credit_trickle"] = {
+                    "collector_events_per_s": 1.0,
+                    "seconds": trickle_seconds,
+                    **_credit_stats(orders, recorder.wait_credited(orders, 60)),
+                }
             db = cfg.clickhouse_database
             distinct: dict[str, int] = {}
             for table in ("journeys", "attribution", "identity_merges"):
@@ -305,7 +399,7 @@ def measure(
             result["rows_after_dedup_final"] = distinct
             _, got = recorder.query_rows(f"SELECT count() FROM {db}.touchpoints FINAL")
             result["touchpoints_in_clickhouse"] = int(got[0][0])
-            sent_n = len(warm) + len(main) + len(steady)
+            sent_n = len(warm) + len(main) + len(steady) + collected
             if result["touchpoints_in_clickhouse"] != sent_n:
                 raise BenchError(
                     f"ClickHouse holds {got[0][0]} touchpoints, {sent_n} were produced"
@@ -313,6 +407,8 @@ def measure(
         finally:
             if spy is not None and spy.poll() is None:
                 spy.terminate()
+            if collector is not None:
+                stop_process(collector)
             for proc in procs:
                 stop_process(proc)
             service.stop()
@@ -328,6 +424,15 @@ def _args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--latency-seconds", type=float, default=15.0)
     p.add_argument("--profile-seconds", type=float, default=0.0)
+    p.add_argument(
+        "--credit-rate",
+        type=float,
+        default=0.0,
+        help="collector events/s (page, order) during the latency run; 0: none",
+    )
+    p.add_argument(
+        "--trickle-seconds", type=float, default=0.0, help="then 1 event/s alone; 0: none"
+    )
 
 
 def main() -> int:
@@ -335,7 +440,14 @@ def main() -> int:
         __doc__ or "",
         _args,
         lambda a: measure(
-            a.workers, a.events, a.warm_up, a.latency_load, a.latency_seconds, a.profile_seconds
+            a.workers,
+            a.events,
+            a.warm_up,
+            a.latency_load,
+            a.latency_seconds,
+            a.profile_seconds,
+            a.credit_rate,
+            a.trickle_seconds,
         ),
     )
 

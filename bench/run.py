@@ -89,6 +89,13 @@ def summarise_results(parts: dict[str, dict[str, Any]], started: str) -> dict[st
     two_per_worker = _get(parts, "pipeline_2_workers", "events_per_s_per_worker")
     p50 = _get(parts, "pipeline_1_worker", "latency", "p50_s")
     p99 = _get(parts, "pipeline_1_worker", "latency", "p99_s")
+    credit_busy = _get(parts, "pipeline_1_worker", "conversion_to_credit_quarter_capacity", "p99_s")
+    credit_trickle = _get(parts, "pipeline_1_worker", "conversion_to_credit_trickle", "p99_s")
+    credit_p99 = (
+        max(credit_busy, credit_trickle)
+        if isinstance(credit_busy, int | float) and isinstance(credit_trickle, int | float)
+        else None
+    )
     ours = _get(parts, "attribution", "journeys_seconds", "total")
     theirs = _get(parts, "attribution", "channelattribution_seconds", "total")
     growth = _get(parts, "identity", "growth_vs_linear")
@@ -111,6 +118,7 @@ def summarise_results(parts: dict[str, dict[str, Any]], started: str) -> dict[st
             two_per_worker, TARGET_PER_WORKER
         ),
         "latency_p99_at_most_2_s": _at_most(p99, TARGET_P99_S),
+        "conversion_to_credit_p99_at_most_2_s": _at_most(credit_p99, TARGET_P99_S),
         "attribution_no_slower_than_channelattribution": _at_most(
             ratios["attribution_vs_channelattribution"], 1.0
         ),
@@ -122,6 +130,9 @@ def summarise_results(parts: dict[str, dict[str, Any]], started: str) -> dict[st
         "pipeline_events_per_s_2_workers": two,
         "latency_p50_s": p50,
         "latency_p99_s": p99,
+        "conversion_to_credit_p99_s": credit_p99,
+        "conversion_to_credit_p99_s_quarter_capacity": credit_busy,
+        "conversion_to_credit_p99_s_trickle": credit_trickle,
         "attribution_seconds": ours,
         "channelattribution_seconds": theirs,
         "channelattribution_missing": _get(parts, "attribution", "channelattribution_missing"),
@@ -132,6 +143,7 @@ def summarise_results(parts: dict[str, dict[str, Any]], started: str) -> dict[st
             "pipeline_share_of_bare_pipe": TARGET_PIPELINE_SHARE,
             "touchpoints_per_s_per_worker": TARGET_PER_WORKER,
             "latency_p99_s": TARGET_P99_S,
+            "conversion_to_credit_p99_s": TARGET_P99_S,
             "attribution_vs_channelattribution": 1.0,
         },
         "targets_met": targets,
@@ -145,6 +157,10 @@ def summarise_results(parts: dict[str, dict[str, Any]], started: str) -> dict[st
             "the other tables to go quiet.",
             "Latency: produce time of each event to the return of the chDB insert of its "
             "row, at a steady rate of a quarter of the measured throughput, 1 worker.",
+            "Conversion to credit: the collector's 200 to an order to the return of the chDB "
+            "insert that completes its credit (all eight models), during the quarter-load "
+            "latency run and on a trickle of 1 event/s through the collector alone; "
+            "conversion_to_credit_p99_s is the larger of the two.",
         ],
         "details": parts,
     }
@@ -195,6 +211,13 @@ def print_table(results: dict[str, Any]) -> None:
         ("pipeline 2 workers / bare pipe", ratios["pipeline_2_workers_vs_bare_pipe"], "", None),
         ("latency p50, s", r["latency_p50_s"], "", None),
         ("latency p99, s", r["latency_p99_s"], "<= 2", met["latency_p99_at_most_2_s"]),
+        (
+            "conversion to credit p99 (quarter load / trickle), s",
+            f"{_fmt(r['conversion_to_credit_p99_s_quarter_capacity'])} / "
+            f"{_fmt(r['conversion_to_credit_p99_s_trickle'])}",
+            "<= 2",
+            met["conversion_to_credit_p99_at_most_2_s"],
+        ),
         ("attribute --paths 100k paths, s", r["attribution_seconds"], "", None),
         ("ChannelAttribution (heuristics + markov), s", r["channelattribution_seconds"], "", None),
         (
@@ -228,6 +251,9 @@ def main() -> int:
     parser.add_argument("--warm-up", type=int, default=2_000, help="warm-up touchpoints")
     parser.add_argument("--identifiers", type=int, default=200_000, help="identity sample")
     parser.add_argument("--latency-seconds", type=float, default=15.0)
+    parser.add_argument(
+        "--trickle-seconds", type=float, default=60.0, help="conversion to credit at 1 event/s"
+    )
     parser.add_argument("--profile-seconds", type=float, default=15.0, help="0: no py-spy")
     parser.add_argument("--repeat", type=int, default=3, help="bare pipe and attribution")
     parser.add_argument(
@@ -245,8 +271,18 @@ def main() -> int:
         "bare_pipe": ("bare_pipe", [*sizes, "--repeat", str(args.repeat)], 300),
         "pipeline_1_worker": (
             "pipeline_e2e",
-            [*e2e, "--workers", "1", "--profile-seconds", str(args.profile_seconds)],
-            420,
+            [
+                *e2e,
+                "--workers",
+                "1",
+                "--profile-seconds",
+                str(args.profile_seconds),
+                "--credit-rate",
+                "4",
+                "--trickle-seconds",
+                str(args.trickle_seconds),
+            ],
+            420 + args.trickle_seconds + 60,
         ),
         "pipeline_2_workers": ("pipeline_e2e", [*e2e, "--workers", "2"], 420),
         "attribution": ("attribution", ["--repeat", str(args.repeat)], 300),
