@@ -277,11 +277,13 @@ def test_a_restart_between_two_visits_keeps_the_journey(tmp_path: Path) -> None:
         # The order may be credited first with e-mail alone (its device not yet merged)
         # and again once the merge arrives: wait for the newest credits to land too.
         wait_for(
-            lambda: stack.scalar(
-                "SELECT count() FROM {db}.attribution_current "
-                "WHERE model = 'first_touch' AND channel = 'paid_search'"
-            )
-            == 1,
+            lambda: (
+                stack.scalar(
+                    "SELECT count() FROM {db}.attribution_current "
+                    "WHERE model = 'first_touch' AND channel = 'paid_search'"
+                )
+                == 1
+            ),
             60,
             "the credits of the merged journey",
             stack,
