@@ -534,6 +534,8 @@ class Engine:
             ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "nothing",
         )
         seeks = self._restore(new) if new else {}
+        # Resumed from the markers: the next checkpoint commits them (lag monitoring).
+        self._positions.update(seeks)
         if seeks:
             consumer.assign(
                 [
