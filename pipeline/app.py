@@ -24,7 +24,7 @@ from pipeline.agents.engine import Engine, Stage
 from pipeline.agents.identity import IdentityOwner, IdentityRouter
 from pipeline.agents.journeys import JourneyStep, ModelLearner, SnapshotCache
 from pipeline.agents.output import DeadLetters, OutputProducer
-from pipeline.core.attribution import snapshot_from_record
+from pipeline.core.attribution import AttributionError, snapshot_from_record
 from pipeline.core.identity import IdentityGraph, IdentityStores
 from pipeline.metrics import MetricsServer, Registry
 from pipeline.rules import Rules, load_rules
@@ -212,7 +212,7 @@ def build_engine_stages(
         try:
             record = serde.decode(value, expect="AttributionModel")
             snapshot_from_record(json.loads(record["snapshot_json"]))
-        except (SerdeError, KeyError, TypeError, ValueError) as exc:
+        except (SerdeError, AttributionError, KeyError, TypeError, ValueError) as exc:
             raise SnapshotError(f"unusable model snapshot: {exc}") from exc
         snapshots.offer(record)
 

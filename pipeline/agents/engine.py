@@ -404,6 +404,7 @@ class Engine:
                     )
         except Exception as exc:  # noqa: BLE001 - no message may stop the worker
             outs = [self._poisoned(exc, value, topic, partition, offset)]
+        self.journal.entries.clear()
         send = self.output.send
         try:
             for out in outs:
@@ -428,6 +429,7 @@ class Engine:
 
     def _follow(self, msg: Any) -> None:
         topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+        self.journal.entries.clear()  # a failure undoes this message's writes, no other's
         try:
             outs = self._follows[topic](msg) or []
         except Exception as exc:  # noqa: BLE001 - a bad snapshot must not stop the worker
