@@ -50,7 +50,7 @@ def make_events(seed: int, persons: int = 6, count: int = 90) -> list[Touchpoint
     (anonymous ids), logins (user ids) and e-mail identifications that merge them,
     clicks and visits of several channels, and orders."""
     rng = random.Random(seed)
-    people = [
+    people: list[dict[str, Any]] = [
         {
             "user": f"u-{seed}-{i}",
             "email": hashlib.sha256(f"{seed}-{i}@example.com".encode()).hexdigest(),
