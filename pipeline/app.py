@@ -108,14 +108,25 @@ def worker_metrics(engine: Engine, router: IdentityRouter) -> Registry:
     )
     registry.counter(
         "journeys_engine_checkpoints_total",
-        "Checkpoints: changelogs produced, outputs acknowledged, stores written, offsets "
-        "committed.",
+        "Checkpoints: changelogs produced, outputs acknowledged, markers written, stores "
+        "written, offsets committed.",
         lambda: counters.checkpoints,
     )
     registry.counter(
         "journeys_engine_restored_records_total",
         "Changelog records read back into local state when partitions were assigned.",
         lambda: counters.restored,
+    )
+    registry.counter(
+        "journeys_engine_dead_letters_total",
+        "Messages the engine turned into dead letters: a step raised, or an output was "
+        "over the message limit.",
+        lambda: counters.dead_letters,
+    )
+    registry.counter(
+        "journeys_engine_skipped_changelog_records_total",
+        "Changelog records a restore skipped: undecodable, or of no valid checkpoint.",
+        lambda: counters.skipped_changelog,
     )
     registry.gauge(
         "journeys_engine_partitions_held",

@@ -624,6 +624,20 @@ class Engine:
                     replays[i].apply(msg.value())
 
         self._read(ranges, replay)
+        # A task without any marker may have a changelog written before markers
+        # existed: read it up to a fence written now, untagged records only.
+        legacy: dict[tuple[str, int], int] = {}
+
+        def legacy_fenced(key: tuple[str, int], _err: Any, msg: Any) -> None:
+            legacy[key] = msg.offset()
+
+        for i, task in enumerate(tasks):
+            if replays[i].last is None:
+                for table, p in task.tables:
+                    fence = Out(table.changelog, b"\x00fence", None, partition=p)
+                    self.output.send(fence, partial(legacy_fenced, (table.changelog, p)))
+        if any(rp.last is None for rp in replays.values()):
+            self._flush()
         # The changelogs, from what each local store holds to the last valid marker.
         ranges = {}
         readers: dict[tuple[str, int], tuple[Replay, dict[str, bytes | None], set[str]]] = {}
@@ -641,7 +655,9 @@ class Engine:
                     table.wipe(p)
                 end = task.reached[table.name] = rp.reached(table.name)
                 readers[(table.changelog, p)] = (rp, {}, set())
-                if end >= start:
+                if legacy.get((table.changelog, p), 0) > 0:
+                    ranges[(table.changelog, p)] = (0, legacy[(table.changelog, p)])
+                elif end >= start:
                     ranges[(table.changelog, p)] = (start, end)
         records = 0
 
@@ -651,7 +667,8 @@ class Engine:
             raw_key = msg.key() or b""
             if raw_key.startswith(b"\x00"):
                 return  # a fence of the engine before checkpoint markers
-            if not rp.accepts(parse_tag(msg.headers())):
+            tag = parse_tag(msg.headers())
+            if not (tag is None if (msg.topic(), msg.partition()) in legacy else rp.accepts(tag)):
                 skipped.add(raw_key.decode("utf-8", "replace"))
                 return
             value = msg.value()
@@ -677,6 +694,10 @@ class Engine:
                     # otherwise keep only a skipped record of these keys.
                     self.counters.skipped_changelog += len(skipped)
                     table.rewrite(p, skipped)
+                if changes and (table.changelog, p) in legacy:
+                    # Restored from untagged records: all written again, tagged.
+                    table.partition = p
+                    table.rewrite(p, list(table))
             self._tasks[(task.topic, task.partition)] = task
         self.counters.restored += records
         log.info(
