@@ -262,6 +262,22 @@ class StateTable(MutableMapping[str, Any]):
             self.close(partition)
 
 
+@dataclass
+class Task:
+    """One input partition of a stage with tables, held by this engine: its writer id
+    (new at every assignment), its checkpoint seq and what its last marker said."""
+
+    topic: str
+    partition: int
+    tables: list[tuple[StateTable, int]]
+    writer: str
+    fence: int = -1
+    seq: int = 0
+    valid: dict[str, int] = field(default_factory=dict)
+    input_offset: int | None = None
+    reached: dict[str, int] = field(default_factory=dict)
+
+
 # -- the checkpoint log ------------------------------------------------------------------
 
 

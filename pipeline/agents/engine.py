@@ -23,32 +23,28 @@ and its failure cases are in ``docs/reliability.md``.
 
 from __future__ import annotations
 
-import heapq
-import json
 import logging
 import time
-import uuid
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+from pipeline.agents.aligner import Aligner
 from pipeline.agents.checkpoint import (
     CHECKPOINT_HEADER,
     EngineError,
     Journal,
     KafkaClients,
     Mark,
-    Replay,
     StateTable,
+    Task,
     checkpoint_tag,
-    fence_record,
     marker_record,
-    parse_tag,
 )
 from pipeline.agents.messages import UPSTREAM_HEADER, Out
 from pipeline.agents.output import OutputError, OutputProducer, OutputTooLarge
+from pipeline.agents.restore import restore
 from pipeline.settings import Settings
 from pipeline.topics import CONTROL_HEADER, TopicSpec
 
@@ -66,69 +62,6 @@ _PARTITION_EOF = -191
 #: Key + value bytes an output may have: librdkafka refuses more than message.max.bytes
 #: (1,000,000 by default, headers and framing included) with MSG_SIZE_TOO_LARGE.
 MAX_MESSAGE_BYTES = 990_000
-
-
-class _Aligner:
-    """The messages of one topic, handed out in timestamp order across its partitions.
-
-    The journey stage keeps one event-time maximum per upstream ``touchpoints``
-    partition; if one partition were processed far ahead of the others, their events
-    would arrive late. librdkafka hands out what it fetched partition after partition,
-    so the engine buffers this topic's messages and always processes the oldest head
-    (by message timestamp; producers write in about event order, and a replay merges
-    its files by event time). A partition's own order is never changed. While an
-    assigned partition has nothing buffered but is behind the broker's high watermark,
-    the others wait for it, at most ``max_wait_s`` at a time (as Kafka Streams does with
-    ``max.task.idle.ms``), and not when ``max_buffered`` messages are waiting.
-    """
-
-    def __init__(self, max_wait_s: float = 0.5, max_buffered: int = 50_000) -> None:
-        self.max_wait_s = max_wait_s
-        self.max_buffered = max_buffered
-        self.buffers: dict[int, deque[Any]] = {}
-        self.count = 0
-        self._waiting_since: float | None = None
-
-    def assign(self, partitions: Iterable[int]) -> None:
-        for p in partitions:
-            self.buffers.setdefault(p, deque())
-
-    def release(self, partitions: Iterable[int]) -> None:
-        for p in partitions:
-            self.count -= len(self.buffers.pop(p, ()))
-
-    def add(self, msg: Any) -> None:
-        self.buffers.setdefault(msg.partition(), deque()).append(msg)
-        self.count += 1
-
-    def _blocked(self, behind: Callable[[int], bool]) -> bool:
-        if self.count >= self.max_buffered:
-            return False
-        lagging = [p for p, buf in self.buffers.items() if not buf and behind(p)]
-        if not lagging:
-            self._waiting_since = None
-            return False
-        now = time.monotonic()
-        if self._waiting_since is None:
-            self._waiting_since = now
-        return now - self._waiting_since < self.max_wait_s
-
-    def ready(self, behind: Callable[[int], bool]) -> Iterator[Any]:
-        """The messages that may be processed now, oldest first; *behind(p)* says whether
-        partition *p* has messages at the broker that were not fetched yet."""
-        if self.count == 0 or self._blocked(behind):
-            return
-        heap = [(buf[0].timestamp()[1], p) for p, buf in self.buffers.items() if buf]
-        heapq.heapify(heap)
-        while heap:
-            _ts, p = heapq.heappop(heap)
-            buf = self.buffers[p]
-            yield buf.popleft()
-            self.count -= 1
-            if buf:
-                heapq.heappush(heap, (buf[0].timestamp()[1], p))
-            elif self._blocked(behind):
-                return
 
 
 def engine_group(settings: Settings) -> str:
@@ -149,7 +82,7 @@ class Stage:
     tables: Sequence[StateTable] = ()
     #: Called with a partition of *topic* this worker no longer holds.
     release: Callable[[int], None] | None = None
-    #: Process the partitions of *topic* in timestamp order (see :class:`_Aligner`).
+    #: Process the partitions of *topic* in timestamp order (see :class:`Aligner`).
     aligned: bool = False
 
 
@@ -166,22 +99,6 @@ class EngineCounters:
     dead_letters: int = 0
     #: Changelog records a restore skipped: undecodable, or of no valid checkpoint.
     skipped_changelog: int = 0
-
-
-@dataclass
-class _Task:
-    """One input partition of a stage with tables, held by this engine: its writer id
-    (new at every assignment), its checkpoint seq and what its last marker said."""
-
-    topic: str
-    partition: int
-    tables: list[tuple[StateTable, int]]
-    writer: str
-    fence: int = -1
-    seq: int = 0
-    valid: dict[str, int] = field(default_factory=dict)
-    input_offset: int | None = None
-    reached: dict[str, int] = field(default_factory=dict)
 
 
 class Engine:
@@ -216,8 +133,8 @@ class Engine:
         #: Called with the name of each checkpoint step as it is reached (the
         #: simulation harness crashes the engine there).
         self.fault: Callable[[str], None] = _no_fault
-        self._tasks: dict[tuple[str, int], _Task] = {}
-        self._aligners: dict[str, _Aligner] = {}
+        self._tasks: dict[tuple[str, int], Task] = {}
+        self._aligners: dict[str, Aligner] = {}
         #: Aligned partitions whose end librdkafka reported since their last message.
         self._at_end: set[tuple[str, int]] = set()
         self._follows: dict[str, Callable[[Any], list[Out] | None]] = {}
@@ -245,7 +162,7 @@ class Engine:
             raise EngineError(f"two stages on {stage.topic}")
         self.stages[stage.topic] = stage
         if stage.aligned:
-            self._aligners[stage.topic] = _Aligner(self.align_wait_s)
+            self._aligners[stage.topic] = Aligner(self.align_wait_s)
 
     def follow(self, topic: str, apply: Callable[[Any], list[Out] | None]) -> None:
         """Read every partition of *topic* from its beginning on every worker, outside
@@ -459,7 +376,7 @@ class Engine:
                 self._broken
             )
         self._last_checkpoint = time.monotonic()
-        work: list[tuple[_Task, list[dict[str, bytes | None]], int | None]] = []
+        work: list[tuple[Task, list[dict[str, bytes | None]], int | None]] = []
         covered: set[tuple[str, int]] = set()
         for task in self._tasks.values():
             changes = [table.take_changes().get(p) or {} for table, p in task.tables]
@@ -579,189 +496,5 @@ class Engine:
                 "engine released %s", ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions)
             )
 
-    # -- restore -------------------------------------------------------------------------
-
     def _restore(self, assigned: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
-        """Fence, replay the checkpoint log, bring each table partition up to the last
-        valid marker; the input offsets to resume from (the markers')."""
-        started = time.monotonic()
-        n = self._log_partitions()
-        tasks: list[_Task] = []
-        for topic, p in assigned:
-            pairs = [(t, p if t.partitions > 1 else 0) for t in self.stages[topic].tables]
-            tasks.append(_Task(topic, p, pairs, writer=uuid.uuid4().hex[:16]))
-
-        def fenced(task: _Task, _err: Any, msg: Any) -> None:
-            task.fence = msg.offset()
-
-        for task in tasks:
-            out = Out(self.checkpoint_log, task.topic.encode(), fence_record(task.writer))
-            self.output.send(out._replace(partition=task.partition % n), partial(fenced, task))
-        self._flush()
-        # The checkpoint log, from the oldest fence a local store knows (or the start).
-        replays: dict[int, Replay] = {}
-        starts: dict[int, int] = {}
-        for i, task in enumerate(tasks):
-            marks = [table.stored_mark(p) for table, p in task.tables]
-            if all(m is not None and m.marker is not None for m in marks):
-                first = min((m for m in marks if m is not None), key=lambda m: m.fence)
-                starts[i], replays[i] = first.fence, Replay(valid=dict(first.valid))
-            else:
-                starts[i], replays[i] = 0, Replay()
-        ranges: dict[tuple[str, int], tuple[int, int]] = {}
-        for i, task in enumerate(tasks):
-            key = (self.checkpoint_log, task.partition % n)
-            low, high = ranges.get(key, (starts[i], task.fence))
-            ranges[key] = (min(low, starts[i]), max(high, task.fence))
-
-        def replay(msg: Any) -> None:
-            for i, task in enumerate(tasks):
-                if (
-                    msg.partition() == task.partition % n
-                    and msg.key() == task.topic.encode()
-                    and starts[i] <= msg.offset() < task.fence
-                ):
-                    replays[i].apply(msg.value())
-
-        self._read(ranges, replay)
-        # A task without any marker may have a changelog written before markers
-        # existed: read it up to a fence written now, untagged records only.
-        legacy: dict[tuple[str, int], int] = {}
-
-        def legacy_fenced(key: tuple[str, int], _err: Any, msg: Any) -> None:
-            legacy[key] = msg.offset()
-
-        for i, task in enumerate(tasks):
-            if replays[i].last is None:
-                for table, p in task.tables:
-                    fence = Out(table.changelog, b"\x00fence", None, partition=p)
-                    self.output.send(fence, partial(legacy_fenced, (table.changelog, p)))
-        if any(rp.last is None for rp in replays.values()):
-            self._flush()
-        # The changelogs, from what each local store holds to the last valid marker.
-        ranges = {}
-        readers: dict[tuple[str, int], tuple[Replay, dict[str, bytes | None], set[str]]] = {}
-        for i, task in enumerate(tasks):
-            rp = replays[i]
-            task.valid, task.input_offset = dict(rp.valid), rp.input_offset
-            for table, p in task.tables:
-                mark = table.stored_mark(p)
-                start = 0
-                if mark is not None and mark.marker is not None and rp.accepts(mark.marker):
-                    start = mark.changelog + 1
-                else:
-                    if mark is not None and mark.marker is not None:
-                        log.warning("%s[%d]: local store not covered by a marker", table.name, p)
-                    table.wipe(p)
-                end = task.reached[table.name] = rp.reached(table.name)
-                readers[(table.changelog, p)] = (rp, {}, set())
-                if legacy.get((table.changelog, p), 0) > 0:
-                    ranges[(table.changelog, p)] = (0, legacy[(table.changelog, p)])
-                elif end >= start:
-                    ranges[(table.changelog, p)] = (start, end)
-        records = 0
-
-        def apply(msg: Any) -> None:
-            nonlocal records
-            rp, changes, skipped = readers[(msg.topic(), msg.partition())]
-            raw_key = msg.key() or b""
-            if raw_key.startswith(b"\x00"):
-                return  # a fence of the engine before checkpoint markers
-            tag = parse_tag(msg.headers())
-            if not (tag is None if (msg.topic(), msg.partition()) in legacy else rp.accepts(tag)):
-                skipped.add(raw_key.decode("utf-8", "replace"))
-                return
-            value = msg.value()
-            try:
-                key = raw_key.decode()
-                if value is not None:
-                    json.loads(value)
-            except ValueError as exc:
-                self.counters.skipped_changelog += 1
-                log.warning("%s[%d]@%d: unreadable, skipped: %s", *_where(msg), exc)
-                return
-            changes[key] = value
-            records += 1
-
-        self._read(ranges, apply)
-        for task in tasks:
-            for table, p in task.tables:
-                rp, changes, skipped = readers[(table.changelog, p)]
-                mark = Mark(rp.marker, task.reached[table.name], task.fence, task.valid)
-                table.save(p, changes, mark)
-                if skipped:
-                    # Written again at the next checkpoint: a compacted changelog may
-                    # otherwise keep only a skipped record of these keys.
-                    self.counters.skipped_changelog += len(skipped)
-                    table.rewrite(p, skipped)
-                if changes and (table.changelog, p) in legacy:
-                    # Restored from untagged records: all written again, tagged.
-                    table.partition = p
-                    table.rewrite(p, list(table))
-            self._tasks[(task.topic, task.partition)] = task
-        self.counters.restored += records
-        log.info(
-            "engine restored %d changelog records into %d partitions in %.1f s",
-            records,
-            len(tasks),
-            time.monotonic() - started,
-        )
-        return {
-            (task.topic, task.partition): task.input_offset
-            for task in tasks
-            if task.input_offset is not None
-        }
-
-    def _read(
-        self,
-        ranges: dict[tuple[str, int], tuple[int, int]],
-        apply: Callable[[Any], None],
-        timeout_s: float = 300.0,
-    ) -> None:
-        """Call *apply* with each message of each (topic, partition) in its
-        [first, last] offsets, in order: read until *last* (an acknowledged message) is
-        reached, not to the high watermark, which lags on Tansu
-        (``tests/integration/test_broker_quirks.py``)."""
-        left = {k for k, (first, last) in ranges.items() if last >= first}
-        if not left:
-            return
-        started = time.monotonic()
-        begin = self.clients.OFFSET_BEGINNING
-        reader = self.clients.consumer(
-            {
-                "group.id": f"{self.group_id}-restore",
-                "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
-                "log.connection.close": False,
-            }
-        )
-        try:
-            reader.assign(
-                [self.clients.tp(t, p, ranges[(t, p)][0] or begin) for t, p in sorted(left)]
-            )
-            while left:
-                if time.monotonic() - started > timeout_s:
-                    raise EngineError(
-                        f"restore did not reach its last offsets within {timeout_s:.0f} s: "
-                        + ", ".join(f"{t}[{p}]" for t, p in sorted(left))
-                    )
-                for msg in reader.consume(10_000, timeout=0.5):
-                    if msg.error() is not None:
-                        log.warning("restore: %s", msg.error())
-                        continue
-                    key = (msg.topic(), msg.partition())
-                    if key not in left:
-                        continue
-                    first, last = ranges[key]
-                    offset = msg.offset()
-                    if first <= offset <= last:
-                        apply(msg)
-                    if offset >= last:
-                        left.discard(key)
-                        reader.pause([self.clients.tp(*key)])
-        finally:
-            reader.close()
-
-
-def _where(msg: Any) -> tuple[str, int, int]:
-    return msg.topic(), msg.partition(), msg.offset()
+        return restore(self, assigned)

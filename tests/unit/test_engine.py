@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from pipeline.agents.checkpoint import CHECKPOINT_HEADER, Mark, checkpoint_tag, parse_tag
-from pipeline.agents.engine import Engine, EngineError, Stage, StateTable, _Aligner
+from pipeline.agents.aligner import Aligner
+from pipeline.agents.engine import Engine, EngineError, Stage, StateTable
 from pipeline.agents.messages import Out
 from pipeline.agents.output import OutputError, OutputProducer
 from pipeline.settings import Settings
@@ -67,11 +68,11 @@ def test_state_table_partitions_are_separate_and_unheld_ones_cannot_be_written(
         table["x"]
 
 
-# -- _Aligner -------------------------------------------------------------------------
+# -- Aligner -------------------------------------------------------------------------
 
 
 def test_the_aligner_takes_the_oldest_head_and_keeps_each_partition_in_order() -> None:
-    aligner = _Aligner()
+    aligner = Aligner()
     aligner.assign([0, 1, 2])
     for msg in [
         _Msg("t", 0, 0, ts=10),
@@ -87,7 +88,7 @@ def test_the_aligner_takes_the_oldest_head_and_keeps_each_partition_in_order() -
 
 
 def test_the_aligner_waits_for_a_partition_that_is_behind_but_not_forever() -> None:
-    aligner = _Aligner(max_wait_s=0.05)
+    aligner = Aligner(max_wait_s=0.05)
     aligner.assign([0, 1])
     aligner.add(_Msg("t", 0, 0, ts=10))
     behind = {1}
