@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from pipeline.agents.checkpoint import CHECKPOINT_HEADER, Mark, checkpoint_tag, parse_tag
 from pipeline.agents.aligner import Aligner
+from pipeline.agents.checkpoint import CHECKPOINT_HEADER, Mark, checkpoint_tag, parse_tag
 from pipeline.agents.engine import Engine, EngineError, Stage, StateTable
 from pipeline.agents.messages import Out
 from pipeline.agents.output import OutputError, OutputProducer
