@@ -313,15 +313,14 @@ class Engine:
             outs = stage.step(value, topic, partition, offset, upstream, control)
             limit = self.max_message_bytes
             for out in outs:
-                size = len(out.key) + len(out.value or b"")
-                if size > limit:
+                if len(out[2] or b"") + len(out[1]) > limit:  # value, key
+                    size = len(out[2] or b"") + len(out[1])
                     raise OutputTooLarge(
                         f"an output to {out.topic} of {size} bytes is over the "
                         f"{limit}-byte message limit"
                     )
         except Exception as exc:  # noqa: BLE001 - no message may stop the worker
             outs = [self._poisoned(exc, value, topic, partition, offset)]
-        self.journal.entries.clear()
         send = self.output.send
         try:
             for out in outs:
