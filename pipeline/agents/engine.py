@@ -124,6 +124,8 @@ class Engine:
         self.dead_letter = dead_letter
         self.align_wait_s = align_wait_s
         self.max_message_bytes = MAX_MESSAGE_BYTES
+        self.max_consecutive_failures = 1000
+        self._failures = 0
         self.group_id = engine_group(settings)
         self.checkpoint_log = f"{self.group_id}-checkpoints"
         self.root = settings.data_dir / "engine"
@@ -319,6 +321,7 @@ class Engine:
                         f"an output to {out.topic} of {size} bytes is over the "
                         f"{limit}-byte message limit"
                     )
+            self._failures = 0
         except Exception as exc:  # noqa: BLE001 - no message may stop the worker
             outs = [self._poisoned(exc, value, topic, partition, offset)]
         send = self.output.send
@@ -334,10 +337,16 @@ class Engine:
     def _poisoned(
         self, exc: Exception, value: bytes | None, topic: str, partition: int, offset: int
     ) -> Out:
-        """Undo the message's table writes; its dead letter (re-raise without a maker)."""
+        """Undo the message's table writes; its dead letter. Re-raised instead: without a
+        dead-letter maker, for an I/O error (a full disk is no poison), and after
+        :attr:`max_consecutive_failures` failures in a row (a bug or a broken store would
+        otherwise turn every event into a dead letter)."""
         self.journal.rollback()
-        if self.dead_letter is None:
+        self._failures += 1
+        if self.dead_letter is None or isinstance(exc, OSError):
             raise exc
+        if self._failures > self.max_consecutive_failures:
+            raise EngineError(f"{self._failures} messages failed in a row; stopping") from exc
         self.counters.dead_letters += 1
         reason = f"{type(exc).__name__}: {exc}"
         log.warning("%s[%d]@%d: dead letter: %s", topic, partition, offset, reason)

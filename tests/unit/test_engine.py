@@ -382,3 +382,17 @@ def test_a_changelog_written_before_markers_is_restored_and_written_again(
     again = Worker(broker, tmp_path / "b", "b")
     again.drain()
     assert (again.state("a"), again.state("b")) == (6, 7)
+
+
+def test_failures_in_a_row_stop_the_engine_instead_of_dead_lettering_everything(
+    tmp_path: Path,
+) -> None:
+    broker = _broker()
+    w = Worker(broker, tmp_path, "a")
+    w.engine.max_consecutive_failures = 3
+    _send(broker, b"poison", b"a", b"poison", b"poison", b"poison")
+    w.drain()  # a poison, a good message, three poisons in a row: dead letters, and on
+    assert w.engine.counters.dead_letters == 4
+    _send(broker, b"poison")
+    with pytest.raises(EngineError, match="4 messages failed in a row"):
+        w.drain()
