@@ -127,6 +127,9 @@ class Plan:
     checkpoint_every: int = 3
     #: Events the collector publishes per poll.
     feed: int = 7
+    #: A crash delivers a random prefix of each partition's unflushed messages (outputs
+    #: then arrive twice after the restart); False: it loses them all.
+    partial: bool = True
 
 
 class Worker:
@@ -167,8 +170,11 @@ class Worker:
         aligned = sum(a.count for a in self.engine._aligners.values())
         return bool(self.consumer.positions) and self.consumer.lag() == 0 and aligned == 0
 
-    def crash(self, rng: random.Random) -> None:
-        self.producer.crash(rng)
+    def crash(self, rng: random.Random, partial: bool = True) -> None:
+        if partial:
+            self.producer.crash(rng)
+        else:
+            self.producer.queue.clear()
         for consumer in self.clients.made:
             consumer.kill()
         for table in self.engine.tables.values():
@@ -232,7 +238,7 @@ def simulate(deliveries: list[Touchpoint], plan: Plan, root: Path) -> Outcome:
                 if worker.idle():
                     break
         except SimCrash:
-            worker.crash(rng)
+            worker.crash(rng, plan.partial)
             run.restarts += 1
             if plan.wipe:
                 shutil.rmtree(root / "engine", ignore_errors=True)
