@@ -11,7 +11,9 @@ per touchpoint, see ``docs/performance.md``). Every worker follows
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import faust
@@ -21,15 +23,20 @@ from mode import Service
 from pipeline.agents.engine import Engine, Stage
 from pipeline.agents.identity import IdentityOwner, IdentityRouter
 from pipeline.agents.journeys import JourneyStep, ModelLearner, SnapshotCache
-from pipeline.agents.output import OutputProducer
+from pipeline.agents.output import DeadLetters, OutputProducer
+from pipeline.core.attribution import AttributionError, snapshot_from_record
 from pipeline.core.identity import IdentityGraph, IdentityStores
 from pipeline.metrics import MetricsServer, Registry
-from pipeline.rules import load_rules
+from pipeline.rules import Rules, load_rules
 from pipeline.serde import AvroSerde, SerdeError
 from pipeline.settings import Settings
 from pipeline.topics import Topics
 
 log = logging.getLogger(__name__)
+
+
+class SnapshotError(ValueError):
+    """A record of ``journeys.attribution-models`` that cannot be used."""
 
 
 def _broker_url(bootstrap: str) -> str:
@@ -101,14 +108,25 @@ def worker_metrics(engine: Engine, router: IdentityRouter) -> Registry:
     )
     registry.counter(
         "journeys_engine_checkpoints_total",
-        "Checkpoints: changelogs produced, outputs acknowledged, stores written, offsets "
-        "committed.",
+        "Checkpoints: changelogs produced, outputs acknowledged, markers written, stores "
+        "written, offsets committed.",
         lambda: counters.checkpoints,
     )
     registry.counter(
         "journeys_engine_restored_records_total",
         "Changelog records read back into local state when partitions were assigned.",
         lambda: counters.restored,
+    )
+    registry.counter(
+        "journeys_engine_dead_letters_total",
+        "Messages the engine turned into dead letters: a step raised, or an output was "
+        "over the message limit.",
+        lambda: counters.dead_letters,
+    )
+    registry.counter(
+        "journeys_engine_skipped_changelog_records_total",
+        "Changelog records a restore skipped: undecodable, or of no valid checkpoint.",
+        lambda: counters.skipped_changelog,
     )
     registry.gauge(
         "journeys_engine_partitions_held",
@@ -136,22 +154,22 @@ def worker_metrics(engine: Engine, router: IdentityRouter) -> Registry:
     return registry
 
 
-def create_app(settings: Settings, serde: AvroSerde | None = None) -> WorkerApp:
-    """Build the worker for *settings* (no I/O until it starts)."""
-    serde = serde or AvroSerde.from_dir(settings.schemas_dir, settings.schema_registry_url)
-    topics = Topics.from_settings(settings)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    app = WorkerApp(
-        settings.worker_id,
-        broker=_broker_url(settings.kafka_bootstrap),
-        broker_credentials=settings.faust_credentials(),
-        datadir=str(settings.data_dir),
-        web_enabled=False,
-    )
-    output = OutputProducer(settings.kafka_config())
-    engine = Engine(settings, output)
-    app.engine = EngineService(engine)
-    rules = load_rules(settings.rules_file)
+@dataclass(frozen=True)
+class WorkerStages:
+    """The steps :func:`build_engine_stages` wired."""
+
+    router: IdentityRouter
+    owner: IdentityOwner
+    journeys: JourneyStep
+    learner: ModelLearner
+
+
+def build_engine_stages(
+    engine: Engine, settings: Settings, serde: AvroSerde, topics: Topics, rules: Rules
+) -> WorkerStages:
+    """Wire the worker's stages, tables and snapshot follower into *engine*; the worker
+    and the deterministic simulation (``tests/unit/sim``) both call this."""
+    engine.dead_letter = DeadLetters(serde, topics.dead_letters.name)
 
     # -- identity: the router on every touchpoints partition, the owner on its one ----
     identity = {
@@ -205,17 +223,40 @@ def create_app(settings: Settings, serde: AvroSerde | None = None) -> WorkerApp:
     engine.stage(Stage(topics.closed_paths.name, learner.process, (paths, seen)))
 
     def follow_snapshot(msg: Any) -> None:
+        """A snapshot is parsed here, where it enters: one that cannot be used raises,
+        and the engine makes it a dead letter (once per worker start)."""
         value = msg.value()
         if value is None:
             return
         try:
-            snapshots.offer(serde.decode(value, expect="AttributionModel"))
-        except (SerdeError, KeyError, TypeError) as exc:
-            log.warning("%s[%d]@%d: %s", msg.topic(), msg.partition(), msg.offset(), exc)
+            record = serde.decode(value, expect="AttributionModel")
+            snapshot_from_record(json.loads(record["snapshot_json"]))
+        except (SerdeError, AttributionError, KeyError, TypeError, ValueError) as exc:
+            raise SnapshotError(f"unusable model snapshot: {exc}") from exc
+        snapshots.offer(record)
 
     engine.follow(topics.attribution_models.name, follow_snapshot)
+    return WorkerStages(router, owner, journey_step, learner)
+
+
+def create_app(settings: Settings, serde: AvroSerde | None = None) -> WorkerApp:
+    """Build the worker for *settings* (no I/O until it starts)."""
+    serde = serde or AvroSerde.from_dir(settings.schemas_dir, settings.schema_registry_url)
+    topics = Topics.from_settings(settings)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    app = WorkerApp(
+        settings.worker_id,
+        broker=_broker_url(settings.kafka_bootstrap),
+        broker_credentials=settings.faust_credentials(),
+        datadir=str(settings.data_dir),
+        web_enabled=False,
+    )
+    output = OutputProducer(settings.kafka_config())
+    engine = Engine(settings, output)
+    app.engine = EngineService(engine)
+    stages = build_engine_stages(engine, settings, serde, topics, load_rules(settings.rules_file))
     if settings.metrics_port is not None:
         app.engine.metrics = MetricsServer(
-            worker_metrics(engine, router), settings.metrics_host, settings.metrics_port
+            worker_metrics(engine, stages.router), settings.metrics_host, settings.metrics_port
         )
     return app

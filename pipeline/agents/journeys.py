@@ -251,7 +251,7 @@ class JourneyStep:
             ]
         if not counts_for_journeys(rec, self.required_consent):
             return []  # a bot, or no required consent: stored, but no touch nor journey
-        survivor = self.states.get(FORWARD_KEY.format(person=tp.person_id))
+        survivor = self._forward(tp.person_id)[0]
         if survivor:
             # Routed before its person was absorbed: on to the survivor (whose stage
             # forwards again if the survivor was absorbed in turn).
@@ -336,19 +336,33 @@ class JourneyStep:
             return [self._dead(f"{control!r} control: {exc}", value, topic, partition, offset)]
         return [self._dead(f"unknown control {control!r}", value, topic, partition, offset)]
 
+    def _forward(self, person: str) -> tuple[str | None, int]:
+        """The person *person* was absorbed into, and the identity version of that merge."""
+        raw = self.states.get(FORWARD_KEY.format(person=person))
+        if not raw:
+            return None, -1
+        if isinstance(raw, str):  # written before forwards carried versions
+            return raw, 0
+        return str(raw[0]), int(raw[1])
+
     def _hand_over(self, change: dict[str, Any]) -> list[Out]:
         """On the absorbed person's partition: leave a forward, send the state on.
 
-        The hand-over goes even when the absorbed person has no state here: the
-        survivor's partition must see it, because a re-derived merge can reverse an
-        older one (see :meth:`_take_over`).
+        Merges carry the identity owner's processing-order ``version``; a forward keeps
+        it, so that the newer of two merges between the same persons wins whatever the
+        order their controls and hand-overs cross partitions in. A merge older than the
+        absorbed person's own forward changes nothing. The hand-over goes even when the
+        absorbed person has no state here: the survivor's partition must see it.
         """
         absorbed, survivor = str(change["absorbed_person_id"]), str(change["person_id"])
-        self.states[FORWARD_KEY.format(person=absorbed)] = survivor
+        version = int(change.get("version") or 0)
+        if self._forward(absorbed)[1] > version:
+            return []  # absorbed by a newer merge already: its state went there
+        self.states[FORWARD_KEY.format(person=absorbed)] = [survivor, version]
         raw = self.states.get(absorbed)
         if raw is not None:
             del self.states[absorbed]
-        payload = {"survivor": survivor, "absorbed": absorbed, "state": raw}
+        payload = {"survivor": survivor, "absorbed": absorbed, "state": raw, "version": version}
         return [
             Out(
                 self.topics.person_touchpoints.name,
@@ -379,7 +393,13 @@ class JourneyStep:
         if moved is None:
             return []
         self._store(old, left, partition)
-        payload = {"survivor": new, "absorbed": old, "state": moved.to_dict(), "moved": True}
+        payload = {
+            "survivor": new,
+            "absorbed": old,
+            "state": moved.to_dict(),
+            "version": int(change.get("version") or 0),
+            "moved": True,
+        }
         return [
             *self.emit(closed),
             Out(
@@ -393,37 +413,32 @@ class JourneyStep:
     def _take_over(self, payload: dict[str, Any], partition: int) -> list[Out]:
         """On the survivor's partition: join the absorbed person's events, emit changes.
 
-        When the identity owner re-derives a component after a late event, a merge can
-        reverse an older one (B into A after A into B). The survivor then still has its
-        forward to the person it now absorbs; that forward is stale, and following it
-        would send touchpoints and states back and forth for ever. It is dropped: the
-        survivor is live again. The absorbed side sent this hand-over before it
-        forwarded anything to the survivor, so nothing bounces more than once.
+        If the survivor was itself absorbed by a *newer* merge, the state goes on to that
+        person. A forward from an *older* merge is stale (the identity owner re-derived
+        the survivor as live, e.g. B into A after A into B): it is dropped, and touchpoints
+        and states stop at this person.
         """
-        survivor, absorbed_id = str(payload["survivor"]), str(payload["absorbed"])
-        forward_key = FORWARD_KEY.format(person=survivor)
-        further = self.states.get(forward_key)
-        if further == absorbed_id and not payload.get("moved"):
-            log.info("merge of %s into %s reverses an older one", absorbed_id, survivor)
-            del self.states[forward_key]
-            further = None
-        if further:  # the survivor was absorbed meanwhile: pass the state on
+        survivor = str(payload["survivor"])
+        version = int(payload.get("version") or 0)
+        further, forward_version = self._forward(survivor)
+        if further is not None and forward_version > version and further != survivor:
             hops = int(payload.get("hops", 0))
             if hops < MAX_HANDOVER_HOPS:
                 payload = {**payload, "survivor": further, "hops": hops + 1}
                 return [
                     Out(
                         self.topics.person_touchpoints.name,
-                        str(further).encode(),
+                        further.encode(),
                         json.dumps(payload, separators=(",", ":")).encode(),
                         ((CONTROL_HEADER, HANDOVER_CONTROL),),
                     )
                 ]
-            # A longer cycle of reversed merges: end it here, this person is live.
-            log.warning(
-                "hand-over of %s went round %d forwards; kept by %s", absorbed_id, hops, survivor
+            log.warning("hand-over to %s went round %d forwards; kept here", survivor, hops)
+        if further is not None:
+            log.info(
+                "%s is live again (merge version %d after %d)", survivor, version, forward_version
             )
-            del self.states[forward_key]
+            del self.states[FORWARD_KEY.format(person=survivor)]
         if payload.get("state") is None:
             return []
         absorbed = JourneyState.from_dict(payload["state"])

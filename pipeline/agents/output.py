@@ -16,9 +16,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from confluent_kafka import KafkaError, KafkaException
+
+from connectors.publisher import dead_letter_record
 from pipeline.agents.messages import Out
+
+if TYPE_CHECKING:
+    from pipeline.serde import AvroSerde
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +41,34 @@ OUTPUT_PRODUCER_CONF: dict[str, Any] = {
 
 class OutputError(RuntimeError):
     """An output message could not be delivered: offsets must not be committed."""
+
+
+class OutputTooLarge(ValueError):
+    """An output over the producer's message limit: its input becomes a dead letter."""
+
+
+class DeadLetters:
+    """The dead letter of a message a stage could not process: its topic, partition,
+    offset and raw bytes (redacted; cut to *max_payload* bytes, so that the dead letter
+    itself is under the message limit), and the reason."""
+
+    def __init__(
+        self, serde: AvroSerde, topic: str, stage: str = "engine", max_payload: int = 65_536
+    ) -> None:
+        self.topic = topic
+        self.stage = stage
+        self.max_payload = max_payload
+        self._encode = serde.encoder("DeadLetter")
+
+    def __call__(self, error: str, raw: bytes, topic: str, partition: int, offset: int) -> Out:
+        record = dead_letter_record(
+            "pipeline", self.stage, error, raw, None, topic, partition, offset
+        )
+        size = len(record["payload"])
+        if size > self.max_payload:
+            record["payload"] = record["payload"][: self.max_payload]
+            record["error"] += f" (payload cut to its first {self.max_payload} of {size} bytes)"
+        return Out(self.topic, b"pipeline", self._encode(record))
 
 
 class OutputProducer:
@@ -90,6 +124,11 @@ class OutputProducer:
             except BufferError:
                 # librdkafka's queue is full: serve delivery reports until there is room.
                 self._producer.poll(0.05)
+            except KafkaException as exc:
+                if exc.args and exc.args[0].code() == KafkaError.MSG_SIZE_TOO_LARGE:
+                    self.produced -= 1
+                    raise OutputTooLarge(f"{out.topic}: {exc}") from exc
+                raise
 
     def flush_sync(self, timeout: float = 60.0) -> None:
         """Block until every message queued so far is acknowledged; raise if one failed.

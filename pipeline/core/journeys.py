@@ -417,6 +417,10 @@ class JourneyBuilder:
                 mine = merged.emitted.get(jid)
                 if mine is None or entry[_V] > mine[_V]:
                     merged.emitted[jid] = list(entry)
+                elif entry[_V] == mine[_V] and entry[_DIGEST] != mine[_DIGEST]:
+                    # Both emitted this version with other contents (a redelivered event
+                    # routed to each person): emit above it, whatever the merged content.
+                    mine[_DIGEST] = ""
         changes = self._rebuild(merged)
         changes += self._finalize_old(merged)
         return merged, changes

@@ -61,7 +61,7 @@ def hash_phone(phone: str, default_country_code: str = "1") -> str:
     return sha256_hex(normalize_phone(phone, default_country_code))
 
 
-_EMAIL_RE = re.compile(rb"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}")
+_EMAIL_RE = re.compile(rb"(?<![A-Za-z0-9._%+\-])[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}")
 _PHONE_RE = re.compile(rb"(?<![\w\d])\+?\d[\d \-().]{7,18}\d(?![\w\d])")
 
 

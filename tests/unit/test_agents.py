@@ -154,7 +154,7 @@ def test_a_merge_hands_the_absorbed_state_to_the_survivor_and_reattributes(
     merge = [c for c in merges if c["kind"] == "MERGE"]
     assert len(merge) == 1 and merge[0]["absorbed_person_id"] == loyalty_person
     survivor = merge[0]["person_id"]
-    assert p.states[FORWARD_KEY.format(person=loyalty_person)] == survivor
+    assert p.states[FORWARD_KEY.format(person=loyalty_person)][0] == survivor
     assert loyalty_person not in p.states
 
     again = [j for j in p.on(p.topics.journeys.name, "Journey") if j["converted"]]
@@ -311,3 +311,54 @@ def test_the_model_learner_takes_a_retracted_path_out(serde: AvroSerde) -> None:
     learner.add(path(3, []))
     learner.add(path(2, ["email", "sms"]))  # older than the retraction: ignored
     assert counts == {}
+
+
+def test_a_reversed_merge_whose_controls_cross_partitions_keeps_one_live_person(
+    serde: AvroSerde,
+) -> None:
+    """The simulation's seed 0 (lateness 27): A into B (identity version 17), then the
+    owner re-derives B into A (version 18). Each side processes its own merge control
+    before the other's hand-over arrives; the newer merge must win on both sides, or
+    the two persons each stay live with half of the events."""
+    p = Pipeline(serde)
+    pt = p.topics.person_touchpoints.name
+
+    def change(survivor: str, absorbed: str, version: int) -> bytes:
+        return serde.encode(
+            "IdentityChange",
+            {
+                "kind": "MERGE",
+                "at": T0,
+                "person_id": survivor,
+                "absorbed_person_id": absorbed,
+                "identifiers": [],
+                "rule": None,
+                "event_id": None,
+                "version": version,
+            },
+        )
+
+    def touch(n: str, person: str, minutes: int, event_type: str = "page_view") -> None:
+        rec = tp(n, T0 + timedelta(minutes=minutes), event_type, "email", ("user_id", n))
+        record = {**rec.to_record(), "person_id": person}
+        p.queue.append(Out(pt, person.encode(), serde.encode("Touchpoint", record)))
+        p.drain()
+
+    touch("a1", "p-A", 0)
+    touch("b1", "p-B", 1)
+    # Both merge controls are processed before either hand-over (crossing partitions).
+    control = ((CONTROL_HEADER, b"merge"),)
+    outs = p.journeys.process(change("p-B", "p-A", 17), pt, 0, 0, None, b"merge")
+    outs += p.journeys.process(change("p-A", "p-B", 18), pt, 1, 0, None, b"merge")
+    assert all(o.headers != control for o in outs)  # hand-overs, not merges
+    p.queue.extend(outs)
+    p.drain()
+    assert FORWARD_KEY.format(person="p-B") in p.states  # B absorbed (the newer merge)
+    assert FORWARD_KEY.format(person="p-A") not in p.states  # A live again
+    assert p.states.get("p-B") is None
+    events = [e[1] for e in p.states["p-A"]["events"]]
+    assert len(events) == 2  # both persons' events in the one live person
+    touch("buy", "p-B", 5, "store_purchase")  # still addressed to B: forwarded to A
+    [journey] = [j for j in p.on(p.topics.journeys.name, "Journey") if j["converted"]]
+    assert journey["person_id"] == "p-A"
+    assert len(p.states["p-A"]["events"]) == 3
