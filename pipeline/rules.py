@@ -11,6 +11,9 @@
     session_timeout = "30m"
     lookback = "30d"
 
+    [segments.abandoned_cart]
+    cart_open_for = "24h"
+
 Every table is optional; a missing file name means the defaults. An error names the
 file and the key.
 """
@@ -24,8 +27,9 @@ from typing import Any
 
 from pipeline.core.identity import IdentityError, IdentityRules
 from pipeline.core.journeys import JourneyConfigError, JourneyRules
+from pipeline.core.segments import SegmentConfigError, SegmentRules
 
-_SECTIONS = ("identity", "journeys")
+_SECTIONS = ("identity", "journeys", "segments")
 
 
 class RulesFileError(ValueError):
@@ -36,6 +40,7 @@ class RulesFileError(ValueError):
 class Rules:
     identity: IdentityRules = field(default_factory=IdentityRules)
     journeys: JourneyRules = field(default_factory=JourneyRules)
+    segments: SegmentRules = field(default_factory=SegmentRules)
 
 
 def load_rules(path: Path | None) -> Rules:
@@ -61,4 +66,8 @@ def load_rules(path: Path | None) -> Rules:
         journeys = JourneyRules.from_dict(data.get("journeys", {}))
     except JourneyConfigError as exc:
         raise RulesFileError(f"{path}: [journeys] {exc}") from exc
-    return Rules(identity, journeys)
+    try:
+        segments = SegmentRules.from_dict(data.get("segments", {}))
+    except SegmentConfigError as exc:
+        raise RulesFileError(f"{path}: [segments] {exc}") from exc
+    return Rules(identity, journeys, segments)
