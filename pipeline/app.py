@@ -18,6 +18,7 @@ import faust
 from faust.app.base import BootStrategy
 from mode import Service
 
+from pipeline.agents.audiences import register_audience_agents
 from pipeline.agents.engine import Engine, Stage
 from pipeline.agents.identity import IdentityOwner, IdentityRouter
 from pipeline.agents.journeys import JourneyStep, ModelLearner, SnapshotCache
@@ -206,6 +207,8 @@ def create_app(settings: Settings, serde: AvroSerde | None = None) -> WorkerApp:
             log.warning("%s[%d]@%d: %s", msg.topic(), msg.partition(), msg.offset(), exc)
 
     engine.follow(topics.attribution_models.name, follow_snapshot)
+    # -- profiles and audiences: Faust agents on the journey stage's person signals ----
+    register_audience_agents(app, settings, serde, topics, rules.segments)
     if settings.metrics_port is not None:
         app.engine.metrics = MetricsServer(
             worker_metrics(engine, router), settings.metrics_host, settings.metrics_port

@@ -114,6 +114,12 @@ class Settings(BaseSettings):
     session_timeout_s: float = Field(
         6.0, description="Consumer session timeout; Tansu joins wait about half of it."
     )
+    audience_idle_s: float = Field(
+        5.0,
+        gt=0,
+        description="A person-signals partition without signals for this long (wall time) "
+        "moves its segment clock up to the other partitions' newest signal time.",
+    )
     model_refit_every: int = Field(
         50, ge=1, description="Refit markov and shapley after this many new closed paths."
     )

@@ -1,0 +1,434 @@
+"""Profiles and audiences as Faust agents: person signals in, profiles and segment changes out.
+
+:class:`AudienceStep` is the processing (decode, call the pure core of
+:mod:`pipeline.core.audiences`, encode), testable with plain dicts.
+:func:`register_audience_agents` wires it into the worker's Faust app as the agent
+``audiences`` with the Faust table ``audience-persons`` (one entry per person, changelog
+partitioned like ``journeys.person-signals``), and turns the app's Kafka client on.
+
+The agent consumes ``journeys.person-signals`` (one compact record per cart, order,
+engagement, app or store event, from the journey stage) and ``journeys.identity-changes``
+(merges, forget), both keyed by person. A MERGE arrives on the survivor's partition; the
+agent sends a ``merge`` control to the absorbed person's partition, which leaves a
+forward, makes the absorbed person exit its segments and hands its state over to the
+survivor (``handover``), as the journey stage does. Outputs: ``journeys.profiles``
+(PersonProfile) and ``journeys.audiences`` (AudienceChange). See ``docs/segments.md``
+and ``docs/extending.md`` for adding an agent of one's own.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import logging
+import time
+import zlib
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
+from typing import Any
+
+from connectors.publisher import dead_letter_record
+from pipeline.agents.messages import Out
+from pipeline.core.audiences import Audiences, Change, PersonState
+from pipeline.core.profiles import ProfileError, Signal
+from pipeline.core.segments import SegmentRules
+from pipeline.serde import AvroSerde, SerdeError
+from pipeline.settings import Settings
+from pipeline.topics import (
+    CONTROL_HEADER,
+    FORGET_CONTROL,
+    HANDOVER_CONTROL,
+    MERGE_CONTROL,
+    Topics,
+)
+
+log = logging.getLogger(__name__)
+
+#: Table keys of the stage's own bookkeeping (never a person id).
+WATERMARK_KEY = "__watermark__:{partition}"
+FORWARD_KEY = "__forward__:{person}"
+_RESERVED = "__"
+MAX_HANDOVER_HOPS = 16
+#: The table entry's partition (to rebuild the deadline heap after a restart).
+_PARTITION = "_p"
+#: Control that moves an idle partition's clock to the newest signal time of the others.
+TICK_CONTROL = b"tick"
+TICK_KEY = b"__tick__"
+
+
+def partition_for(key: bytes, partitions: int) -> int:
+    """The partition librdkafka's default partitioner (CRC32 of the key) picks: the
+    engine's producers key person topics so, and this stage's sends must agree."""
+    return zlib.crc32(key) % partitions
+
+
+class AudienceStep:
+    """One person signal or identity change in; profiles, audience changes and controls out."""
+
+    def __init__(
+        self,
+        serde: AvroSerde,
+        topics: Topics,
+        states: MutableMapping[str, Any],
+        rules: SegmentRules | None = None,
+    ) -> None:
+        self.topics = topics
+        self.serde = serde
+        self.states = states
+        self.audiences = Audiences(rules)
+        self.lateness_ms = self.audiences.rules.allowed_lateness_ms
+        self._heaps: dict[int, list[tuple[int, str]]] = {}
+        self._watermarks: dict[int, int] = {}
+        self._active: dict[int, float] = {}
+        self._encode_signal = serde.encoder("PersonSignal")
+        self._encode_profile = serde.encoder("PersonProfile")
+        self._encode_change = serde.encoder("AudienceChange")
+        self._encode_dead = serde.encoder("DeadLetter")
+        #: Counters for ``make bench`` and the logs.
+        self.processed = 0
+        self.changes = 0
+
+    # -- entry point ---------------------------------------------------------------------
+
+    def process(
+        self,
+        value: bytes | None,
+        topic: str,
+        partition: int,
+        offset: int,
+        control: bytes | None = None,
+    ) -> list[Out]:
+        self.processed += 1
+        if value is None:
+            return []  # a compaction tombstone
+        try:
+            if control is not None:
+                return self._control(control, value, partition)
+            if topic == self.topics.identity_changes.name:
+                return self._identity_change(self.serde.decode(value, expect="IdentityChange"))
+            rec = self.serde.decode(value, expect="PersonSignal")
+            return self._signal(Signal.from_record(rec), rec, partition)
+        except (SerdeError, ProfileError, ValueError, KeyError, TypeError) as exc:
+            log.warning("%s[%d]@%d: %s", topic, partition, offset, exc)
+            dead = dead_letter_record(
+                "pipeline", "audiences", str(exc), value, None, topic, partition, offset
+            )
+            return [Out(self.topics.dead_letters.name, b"pipeline", self._encode_dead(dead))]
+
+    def release(self, partition: int) -> None:
+        """This worker no longer holds *partition*: forget what memory holds for it."""
+        self._heaps.pop(partition, None)
+        self._watermarks.pop(partition, None)
+        self._active.pop(partition, None)
+
+    # -- signals -------------------------------------------------------------------------
+
+    def _signal(self, signal: Signal, rec: dict[str, Any], partition: int) -> list[Out]:
+        person = signal.person_id
+        if not person or person.startswith(_RESERVED):
+            raise ValueError("person_id: required on person-signals")
+        survivor = self.states.get(FORWARD_KEY.format(person=person))
+        if survivor:  # sent before its person was absorbed: on to the survivor
+            rec["person_id"] = survivor
+            return [self._out(self.topics.person_signals.name, survivor, self._encode_signal(rec))]
+        clock = self._clock(partition, signal.at_ms)
+        self._active[partition] = time.monotonic()
+        out: list[Out] = []
+        state = self._load(person) or PersonState(person)
+        result = self.audiences.add(state, signal, clock)
+        if not result.duplicate:
+            self._emit(state, result.changes, result.profile_changed, out)
+            self._store(state, partition)
+        self._due(partition, clock, out)
+        return out
+
+    def _clock(self, partition: int, at_ms: int) -> int:
+        """The partition's newest signal time (kept in the table) less the lateness."""
+        current = self._watermarks.get(partition)
+        if current is None:
+            current = int(self.states.get(WATERMARK_KEY.format(partition=partition)) or 0)
+            self._load_heap(partition)
+        if at_ms > current:
+            current = at_ms
+            self.states[WATERMARK_KEY.format(partition=partition)] = current
+        self._watermarks[partition] = current
+        return current - self.lateness_ms
+
+    def ticks(self, idle_s: float, now: float | None = None) -> list[Out]:
+        """Tick controls for the partitions that had no signal for *idle_s* (wall time):
+        each moves its partition's clock up to the newest signal time of the others, so a
+        quiet partition holds no abandoned cart back (a partition never seen is left)."""
+        now = time.monotonic() if now is None else now
+        newest = max(self._watermarks.values(), default=0)
+        out: list[Out] = []
+        for partition, mark in sorted(self._watermarks.items()):
+            if mark < newest and now - self._active.get(partition, 0.0) >= idle_s:
+                self._active[partition] = now
+                out.append(
+                    Out(
+                        self.topics.person_signals.name,
+                        TICK_KEY,
+                        str(newest).encode(),
+                        ((CONTROL_HEADER, TICK_CONTROL),),
+                        partition,
+                    )
+                )
+        return out
+
+    def _due(self, partition: int, clock: int, out: list[Out]) -> None:
+        """Persons whose pending signals or rule windows the clock has passed."""
+        heap = self._heaps.setdefault(partition, [])
+        done: set[str] = set()
+        while heap and heap[0][0] <= clock:
+            person = heapq.heappop(heap)[1]
+            if person in done:
+                continue
+            done.add(person)
+            state = self._load(person)
+            if state is None:
+                continue
+            result = self.audiences.advance(state, clock)
+            self._emit(state, result.changes, result.profile_changed, out)
+            self._store(state, partition)
+
+    def _load_heap(self, partition: int) -> None:
+        heap = self._heaps.setdefault(partition, [])
+        for person, raw in list(self.states.items()):
+            if str(person).startswith(_RESERVED) or not isinstance(raw, Mapping):
+                continue
+            if raw.get(_PARTITION) != partition:
+                continue
+            try:
+                due = self.audiences.next_due(PersonState.from_dict(raw))
+            except ProfileError as exc:
+                log.warning("person state of %s unreadable: %s", person, exc)
+                continue
+            if due is not None:
+                heapq.heappush(heap, (due, str(person)))
+
+    # -- identity changes and controls ----------------------------------------------------
+
+    def _identity_change(self, change: dict[str, Any]) -> list[Out]:
+        kind = str(change["kind"])
+        if kind == "MERGE" and change.get("absorbed_person_id"):
+            absorbed = str(change["absorbed_person_id"])
+            payload = json.dumps({"survivor": str(change["person_id"]), "absorbed": absorbed})
+            return [
+                self._out(
+                    self.topics.person_signals.name,
+                    absorbed,
+                    payload.encode(),
+                    ((CONTROL_HEADER, MERGE_CONTROL),),
+                )
+            ]
+        if kind == "FORGET":
+            person = str(change["person_id"])
+            for key in (person, FORWARD_KEY.format(person=person)):
+                if key in self.states:
+                    del self.states[key]
+            log.info("profile of forgotten person %s dropped", person)
+        return []
+
+    def _control(self, control: bytes, value: bytes, partition: int) -> list[Out]:
+        payload = json.loads(value)
+        if control == TICK_CONTROL:
+            out: list[Out] = []
+            self._due(partition, self._clock(partition, int(payload)), out)
+            return out
+        if control == MERGE_CONTROL:
+            return self._hand_over(str(payload["survivor"]), str(payload["absorbed"]))
+        if control == HANDOVER_CONTROL:
+            return self._take_over(payload, partition)
+        if control == FORGET_CONTROL:
+            return self._identity_change({"kind": "FORGET", "person_id": payload["person"]})
+        raise ValueError(f"unknown control {control!r}")
+
+    def _hand_over(self, survivor: str, absorbed: str) -> list[Out]:
+        """On the absorbed person's partition: forward, exit every segment, send the state."""
+        if survivor == absorbed:
+            return []
+        self.states[FORWARD_KEY.format(person=absorbed)] = survivor
+        state = self._load(absorbed)
+        out: list[Out] = []
+        raw = None
+        if state is not None:
+            changes = self.audiences.exit_all(state, f"merged into {survivor}")
+            self._emit(state, changes, False, out)
+            record = self.audiences.profile_record(state, state.next_version())
+            record["merged_into"] = survivor
+            out.append(self._out(self.topics.profiles.name, absorbed, self._encode_profile(record)))
+            raw = state.to_dict()
+            del self.states[absorbed]
+        payload = {"survivor": survivor, "absorbed": absorbed, "state": raw}
+        out.append(
+            self._out(
+                self.topics.person_signals.name,
+                survivor,
+                json.dumps(payload, separators=(",", ":")).encode(),
+                ((CONTROL_HEADER, HANDOVER_CONTROL),),
+            )
+        )
+        return out
+
+    def _take_over(self, payload: dict[str, Any], partition: int) -> list[Out]:
+        """On the survivor's partition: join the absorbed state (see the journey stage's
+        ``_take_over`` for reversed merges and chains of forwards)."""
+        survivor, absorbed = str(payload["survivor"]), str(payload["absorbed"])
+        forward_key = FORWARD_KEY.format(person=survivor)
+        further = self.states.get(forward_key)
+        if further == absorbed:
+            del self.states[forward_key]
+            further = None
+        if further:
+            hops = int(payload.get("hops", 0))
+            if hops < MAX_HANDOVER_HOPS:
+                payload = {**payload, "survivor": further, "hops": hops + 1}
+                return [
+                    self._out(
+                        self.topics.person_signals.name,
+                        str(further),
+                        json.dumps(payload, separators=(",", ":")).encode(),
+                        ((CONTROL_HEADER, HANDOVER_CONTROL),),
+                    )
+                ]
+            del self.states[forward_key]
+        if payload.get("state") is None:
+            return []
+        theirs = PersonState.from_dict(payload["state"])
+        mine = self._load(survivor) or PersonState(survivor)
+        clock = self._watermarks.get(partition, 0) - self.lateness_ms
+        result = self.audiences.merge(mine, theirs, max(clock, mine.evaluated_ms))
+        out: list[Out] = []
+        self._emit(mine, result.changes, result.profile_changed, out)
+        self._store(mine, partition)
+        return out
+
+    # -- state and outputs ---------------------------------------------------------------
+
+    def _load(self, person: str) -> PersonState | None:
+        raw = self.states.get(person)
+        if not raw:
+            return None
+        try:
+            return PersonState.from_dict(raw)
+        except ProfileError as exc:
+            log.warning("person state of %s dropped: %s", person, exc)
+            del self.states[person]
+            return None
+
+    def _store(self, state: PersonState, partition: int) -> None:
+        self.states[state.person_id] = {**state.to_dict(), _PARTITION: partition}
+        due = self.audiences.next_due(state)
+        if due is not None:
+            heapq.heappush(self._heaps.setdefault(partition, []), (due, state.person_id))
+
+    def _emit(
+        self, state: PersonState, changes: Iterable[Change], profile_changed: bool, out: list[Out]
+    ) -> None:
+        person = state.person_id
+        for change in changes:
+            self.changes += 1
+            out.append(
+                self._out(
+                    self.topics.audiences.name, person, self._encode_change(change.to_record())
+                )
+            )
+        if profile_changed and state.profile.signals:
+            record = self.audiences.profile_record(state, state.next_version())
+            out.append(self._out(self.topics.profiles.name, person, self._encode_profile(record)))
+
+    def _out(
+        self,
+        topic: str,
+        person: str,
+        value: bytes,
+        headers: tuple[tuple[str, bytes], ...] = (),
+    ) -> Out:
+        key = person.encode()
+        spec = {
+            self.topics.person_signals.name: self.topics.person_signals,
+            self.topics.profiles.name: self.topics.profiles,
+            self.topics.audiences.name: self.topics.audiences,
+        }[topic]
+        return Out(topic, key, value, headers, partition_for(key, spec.partitions))
+
+
+def _control_of(headers: Any) -> bytes | None:
+    items = headers.items() if isinstance(headers, Mapping) else headers or ()
+    for name, value in items:
+        if name == CONTROL_HEADER:
+            return value if isinstance(value, bytes) else str(value).encode()
+    return None
+
+
+Send = Callable[[Out], Awaitable[Any]]
+
+
+def register_audience_agents(
+    app: Any, settings: Settings, serde: AvroSerde, topics: Topics, rules: SegmentRules
+) -> AudienceStep:
+    """Add the ``audiences`` agent and its table to the worker's Faust *app*, and turn on
+    the app's Kafka consumer and producer (for the agents only: the batch engine keeps
+    its own clients)."""
+    app.boot_strategy.enable_kafka = True
+    conf = app.conf
+    conf.topic_partitions = settings.partitions
+    conf.topic_replication_factor = settings.replication_factor
+    conf.broker_session_timeout = settings.session_timeout_s
+    conf.broker_heartbeat_interval = max(0.5, settings.session_timeout_s / 6)
+    conf.consumer_auto_offset_reset = "earliest"
+    # Tansu's high watermark lags behind multi-record batches: the check would refuse
+    # to recover a table after kill -9 (see docs/segments.md).
+    conf.recovery_consistency_check = False
+    conf.producer_linger_ms = 20
+
+    states = app.Table(
+        "audience-persons",
+        default=None,
+        partitions=topics.person_signals.partitions,
+        key_type=str,  # raw keys, JSON values (the app's default serializers)
+    )
+    step = AudienceStep(serde, topics, states, rules)
+    source = app.topic(
+        topics.person_signals.name,
+        topics.identity_changes.name,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=topics.person_signals.partitions,
+    )
+    outputs = {
+        spec.name: app.topic(
+            spec.name, key_serializer="raw", value_serializer="raw", partitions=spec.partitions
+        )
+        for spec in (topics.person_signals, topics.profiles, topics.audiences, topics.dead_letters)
+    }
+
+    async def send(out: Out) -> None:
+        await outputs[out.topic].send(
+            key=out.key,
+            value=out.value,
+            partition=out.partition,
+            headers=list(out.headers) or None,
+        )
+
+    @app.agent(source, name="audiences")
+    async def audiences(stream: Any) -> None:
+        async for event in stream.events():
+            msg = event.message
+            outs = step.process(
+                event.value, msg.topic, msg.partition, msg.offset, _control_of(msg.headers)
+            )
+            for out in outs:
+                await send(out)
+
+    @app.timer(interval=settings.audience_idle_s)
+    async def _tick() -> None:
+        for out in step.ticks(settings.audience_idle_s):
+            await send(out)
+
+    @app.on_partitions_revoked.connect
+    async def _released(_app: Any, revoked: Any, **_kw: Any) -> None:
+        for tp in revoked:
+            if tp.topic == topics.person_signals.name:
+                step.release(tp.partition)
+
+    return step

@@ -1,0 +1,147 @@
+"""Profiles and audiences on the real broker, worker (Faust agents) and ClickHouse engine:
+a cart added in the app and bought on the web never enters abandoned_cart; a cart
+added and left does, and its entry reaches journeys.audiences and ClickHouse."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeline.serde import AvroSerde
+from pipeline.settings import Settings
+from pipeline.stack import SinkService, spawn, stop_process
+from pipeline.topics import Topics, ensure_topics
+from tests.conftest import settings_env
+from tests.integration.test_end_to_end import replay, scalar
+
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+APP = {"app": {"name": "Shop", "version": "5.1"}, "device": {"type": "ios"}}
+WEB = {"page": {"url": "https://shop.example.com/checkout"}, "userAgent": "Mozilla/5.0 (Windows)"}
+
+
+def _msg(n: int, at: datetime, user: str, anon: str, context: dict[str, Any], **body: Any) -> str:
+    return json.dumps(
+        {
+            "messageId": f"m-{n}",
+            "timestamp": at.isoformat(),
+            "userId": user,
+            "anonymousId": anon,
+            "context": context,
+            **body,
+        }
+    )
+
+
+def _events() -> list[str]:
+    """Buyer: adds in the app, buys on the web 3 h later. Leaver: adds in the app and
+    goes. Others: e-mail-free page traffic and orders over the next three days, on
+    every partition, so that every clock moves past the leaver's 24 hours."""
+    lines = [
+        _msg(1, T0, "u-buyer", "a-phone", APP, type="track", event="Product Added",
+             properties={"price": 19.5, "quantity": 2}),
+        _msg(2, T0 + timedelta(hours=3), "u-buyer", "a-laptop", WEB, type="track",
+             event="Order Completed", properties={"order_id": "o-1", "revenue": 39.0}),
+        _msg(3, T0 + timedelta(minutes=5), "u-leaver", "l-phone", APP, type="track",
+             event="Product Added", properties={"price": 55.0, "quantity": 1}),
+    ]  # fmt: skip
+    for i in range(40):
+        at = T0 + timedelta(hours=2 * i)
+        lines.append(
+            _msg(100 + i, at, f"u-other-{i}", f"o-{i}", WEB, type="track",
+                 event="Order Completed", properties={"order_id": f"o-x{i}", "revenue": 10.0})
+        )  # fmt: skip
+    return lines
+
+
+def _audience_records(cfg: Settings, serde: AvroSerde) -> list[dict[str, Any]]:
+    """Every record on journeys.audiences (until none came for 3 s)."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    consumer = Consumer(
+        {
+            **cfg.kafka_config(),
+            "group.id": f"{cfg.topic_prefix}-audience-reader",
+            "auto.offset.reset": "earliest",
+        }
+    )
+    spec = Topics.from_settings(cfg).audiences
+    consumer.assign(
+        [TopicPartition(spec.name, p, OFFSET_BEGINNING) for p in range(spec.partitions)]
+    )
+    out: list[dict[str, Any]] = []
+    deadline, last = time.monotonic() + 30, time.monotonic()
+    try:
+        while time.monotonic() < deadline and time.monotonic() - last < 3:
+            msg = consumer.poll(0.5)
+            if msg is None or msg.error() is not None:
+                continue
+            last = time.monotonic()
+            out.append(serde.decode(msg.value(), expect="AudienceChange"))
+    finally:
+        consumer.close()
+    return out
+
+
+@pytest.mark.timeout(240)
+def test_a_cart_bought_on_another_device_never_enters_abandoned_cart(
+    stack_settings: Settings, tmp_path: Path
+) -> None:
+    cfg = stack_settings.model_copy(update={"audience_idle_s": 1.0})
+    db = cfg.clickhouse_database
+    path = tmp_path / "segment.jsonl"
+    path.write_text("\n".join(_events()) + "\n", encoding="utf-8")
+    ensure_topics(cfg)
+    service = SinkService(cfg, serve_queries=False).start()
+    worker = spawn(["worker"], env=settings_env(cfg))
+    try:
+        stats = replay(cfg, service, path)
+        assert stats.rejected == 0
+        members = f"""
+            SELECT i.identifier_value FROM {db}.segment_membership AS m FINAL
+            INNER JOIN (SELECT identifier_value, person_id FROM {db}.identities FINAL
+                        WHERE identifier_type = 'user_id') AS i USING (person_id)
+            WHERE m.segment = 'abandoned_cart' AND m.is_member = 1
+        """
+        started = time.monotonic()
+        current: list[str] = []
+        while time.monotonic() - started < 150:
+            assert worker.poll() is None, f"worker exited with {worker.returncode}"
+            current = sorted(str(r[0]) for r in service.query(members)[1])
+            if current:
+                break
+            time.sleep(1.0)
+        assert current == ["u-leaver"]
+        time.sleep(3)  # nothing else enters later
+        assert sorted(str(r[0]) for r in service.query(members)[1]) == ["u-leaver"]
+
+        buyer = f"""
+            SELECT p.orders, p.revenue, p.app_user, p.cart_items, p.lifecycle_stage,
+                   mapKeys(p.devices), mapKeys(p.platforms)
+            FROM {db}.persons AS p FINAL
+            INNER JOIN (SELECT person_id FROM {db}.identities FINAL
+                        WHERE identifier_type = 'user_id' AND identifier_value = 'u-buyer') AS i
+                  USING (person_id)
+        """
+        rows = service.query(buyer)[1]
+        assert len(rows) == 1
+        orders, revenue, app_user, cart_items, stage, _devices, platforms = rows[0]
+        assert (orders, revenue, app_user, cart_items, stage) == (1, 39.0, 1, 0, "first_time_buyer")
+        assert sorted(platforms) == ["app", "web"]
+        history = scalar(
+            service,
+            f"SELECT count() FROM {db}.audience_changes WHERE segment = 'abandoned_cart'",
+        )
+        assert history == 1  # the leaver's entry, and no enter-then-exit of the buyer
+
+        records = _audience_records(cfg, service.serde)
+        carts = [r for r in records if r["segment"] == "abandoned_cart"]
+        assert len(carts) == 1 and carts[0]["change"] == "ENTERED"
+        assert carts[0]["at"] == T0 + timedelta(minutes=5, hours=24)
+    finally:
+        stop_process(worker)
+        service.stop()
