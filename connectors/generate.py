@@ -5,7 +5,8 @@ Deterministic for a given seed. Writes, into the output folder:
 * ``segment.jsonl``: Segment Spec page/track/identify/screen calls of web and app
   visitors, with UTM campaigns, click ids and referrers for every acquisition channel,
   logins and sign-up forms that link anonymous ids to user ids, e-mails and phones,
-  purchases (``Order Completed``) with revenue, in-store kiosk sessions, bots, and a
+  purchases (``Order Completed``) with revenue, cart adds (``Product Added``; some left
+  behind, some in the app before a purchase on the web), in-store kiosk sessions, bots, and a
   small share of malformed lines (they must end as dead letters);
 * ``sendgrid.jsonl``: SendGrid Event Webhook events (one per line) of campaign e-mails:
   processed, delivered, opens, and clicks on the campaign URL with its UTMs;
@@ -111,6 +112,7 @@ class GenStats:
     messages: int = 0
     malformed: int = 0
     purchases: int = 0
+    cart_adds: int = 0
     by_channel: dict[str, int] = field(default_factory=dict)
     #: records written per file name (CSV: data rows), and the malformed ones among them
     files: dict[str, int] = field(default_factory=dict)
@@ -277,6 +279,7 @@ def generate(
                 "malformed": stats.malformed,
                 "malformed_by_file": stats.malformed_by_file,
                 "purchases": stats.purchases,
+                "cart_adds": stats.cart_adds,
                 "sessions_by_channel": stats.by_channel,
                 "identity": stats.identity,
                 "truth": {
@@ -325,6 +328,8 @@ class _SegmentWriter:
         self.truth = truth
         self.stats = stats
         self.messages: list[tuple[datetime, dict[str, Any], str]] = []
+        # Carts draw from their own stream, so the rest of the file is what it was.
+        self.carts = random.Random(f"journeys-carts:{ns.int}")
         for key in ("junk_values", "kiosk_sessions", "bots", "bot_page_views", "visitors"):
             stats.identity.setdefault(key, 0)
 
@@ -412,6 +417,7 @@ class _SegmentWriter:
             if rng.random() < 0.25:
                 revenue = round(rng.uniform(15, 240), 2)
                 order_id = f"o-{p.n}-{int(at.timestamp())}"
+                self.cart_add(p, at, base, context, revenue, order_id)
                 self._message(
                     at,
                     p.person,
@@ -429,7 +435,56 @@ class _SegmentWriter:
                     },
                 )
                 self.stats.purchases += 1
+            elif self.carts.random() < 0.12:  # a cart left behind
+                price = round(self.carts.uniform(10, 120), 2)
+                self.cart_add(p, at, base, context, price, f"left-{session}")
             at += timedelta(hours=rng.uniform(2, 24 * 6))
+
+    def cart_add(
+        self,
+        p: _Person,
+        at: datetime,
+        base: dict[str, Any],
+        context: dict[str, Any],
+        price: float,
+        key: str,
+    ) -> None:
+        """A ``Product Added`` before an order (or left behind): on this device, or in
+        two cases in five on another of the customer's own devices (the app's cart
+        follows the customer to the web), logged in there."""
+        carts = self.carts
+        own = [d for d in p.devices if d.owner == p.person and d.anon != base["anonymousId"]]
+        when = max(self.start, at - timedelta(seconds=carts.uniform(60, 5400)))
+        body: dict[str, Any] = dict(base)
+        ctx = dict(context)
+        if own and p.user_id is not None and carts.random() < 0.4:
+            device = carts.choice(own)
+            body = {"anonymousId": device.anon, "userId": p.user_id}
+            self.truth.add("anonymous_id", device.anon, p.person)
+            if device.is_app:
+                ctx = {
+                    "library": {"name": "analytics-ios", "version": "4.1.8"},
+                    "app": {"name": "Shop", "version": "5.1.0"},
+                    "device": {"type": "ios"},
+                }
+        quantity = carts.choice((1, 1, 1, 2, 3))
+        self._message(
+            when,
+            p.person,
+            f"cart:{key}",
+            {
+                **body,
+                "type": "track",
+                "event": "Product Added",
+                "properties": {
+                    "product_id": f"sku-{carts.randrange(1000):04d}",
+                    "price": round(price / quantity, 2),
+                    "quantity": quantity,
+                },
+                "context": ctx,
+            },
+        )
+        self.stats.cart_adds += 1
 
     def kiosks(self, population: list[_Person], people: int) -> None:
         """Store kiosks: one device id each, on which customers log in (a fresh anonymous
