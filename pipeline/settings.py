@@ -120,6 +120,11 @@ class Settings(BaseSettings):
         description="A person-signals partition without signals for this long (wall time) "
         "moves its segment clock up to the other partitions' newest signal time.",
     )
+    agent_modules: str = Field(
+        "",
+        description="Comma-separated Python modules whose register(app, settings, serde, "
+        "topics) adds the user's own Faust agents to the worker (docs/extending.md).",
+    )
     model_refit_every: int = Field(
         50, ge=1, description="Refit markov and shapley after this many new closed paths."
     )

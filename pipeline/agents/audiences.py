@@ -19,6 +19,7 @@ and ``docs/extending.md`` for adding an agent of one's own.
 from __future__ import annotations
 
 import heapq
+import importlib
 import json
 import logging
 import time
@@ -431,4 +432,24 @@ def register_audience_agents(
             if tp.topic == topics.person_signals.name:
                 step.release(tp.partition)
 
+    load_agent_modules(app, settings, serde, topics)
     return step
+
+
+def load_agent_modules(app: Any, settings: Settings, serde: AvroSerde, topics: Topics) -> None:
+    """Call ``register(app, settings, serde, topics)`` of every module named in
+    ``JOURNEYS_AGENT_MODULES``: the user's own agents, in the same Faust app."""
+    for name in (n.strip() for n in settings.agent_modules.split(",")):
+        if not name:
+            continue
+        try:
+            module = importlib.import_module(name)
+        except ImportError as exc:
+            raise ValueError(f"JOURNEYS_AGENT_MODULES: cannot import {name!r}: {exc}") from exc
+        register = getattr(module, "register", None)
+        if not callable(register):
+            raise ValueError(
+                f"JOURNEYS_AGENT_MODULES: {name} has no register(app, settings, serde, topics)"
+            )
+        register(app, settings, serde, topics)
+        log.info("agents of %s registered", name)
