@@ -3,8 +3,8 @@
 Loaded into the worker's Faust app with
 ``JOURNEYS_AGENT_MODULES=pipeline.agents.webhook_example`` and
 ``ABANDONED_CART_WEBHOOK_URL=https://...``; ``docs/extending.md`` walks through it. The
-agent reads ``journeys.audiences`` (Avro AudienceChange, keyed by person) in its own
-consumer group of the same app and posts one small JSON document per entry, retrying a
+agent reads ``journeys.audiences`` (Avro AudienceChange, keyed by person) with the app's
+consumer and posts one small JSON document per entry, retrying a
 failed post a few times before it logs and moves on.
 """
 
