@@ -6,14 +6,16 @@
 ``audiences`` with the Faust table ``audience-persons`` (one entry per person, changelog
 partitioned like ``journeys.person-signals``), and turns the app's Kafka client on.
 
-The agent consumes ``journeys.person-signals`` (one compact record per cart, order,
-engagement, app or store event, from the journey stage) and ``journeys.identity-changes``
-(merges, forget), both keyed by person. A MERGE arrives on the survivor's partition; the
-agent sends a ``merge`` control to the absorbed person's partition, which leaves a
-forward, makes the absorbed person exit its segments and hands its state over to the
-survivor (``handover``), as the journey stage does. Outputs: ``journeys.profiles``
-(PersonProfile) and ``journeys.audiences`` (AudienceChange). See ``docs/segments.md``
-and ``docs/extending.md`` for adding an agent of one's own.
+The agent consumes ``journeys.person-signals``, keyed by person: one compact record per
+cart, order, engagement, app or store event (from the journey stage), and the ``merge``
+and ``forget`` controls that :class:`IdentityRelay`, a batch-engine step on
+``journeys.identity-changes``, derives from MERGE and FORGET changes (the many MAP
+changes never reach Faust). A ``merge`` control goes to the absorbed person's
+partition, which leaves a forward, makes the absorbed person exit its segments and
+hands its state over to the survivor (``handover``), as the journey stage does.
+Outputs: ``journeys.profiles`` (PersonProfile) and ``journeys.audiences``
+(AudienceChange). See ``docs/segments.md``, and ``docs/extending.md`` for agents of
+one's own.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMappi
 from typing import Any
 
 from connectors.publisher import dead_letter_record
+from pipeline.agents.engine import Stage
 from pipeline.agents.messages import Out
 from pipeline.core.audiences import Audiences, Change, PersonState
 from pipeline.core.profiles import ProfileError, Signal
@@ -54,6 +57,8 @@ _PARTITION = "_p"
 #: Control that moves an idle partition's clock to the newest signal time of the others.
 TICK_CONTROL = b"tick"
 TICK_KEY = b"__tick__"
+#: The partition's clock is written to the table when it moved this much (event time).
+_SAVE_WATERMARK_MS = 60_000
 
 
 def partition_for(key: bytes, partitions: int) -> int:
@@ -80,6 +85,7 @@ class AudienceStep:
         self._heaps: dict[int, list[tuple[int, str]]] = {}
         self._watermarks: dict[int, int] = {}
         self._active: dict[int, float] = {}
+        self._saved: dict[int, int] = {}
         self._encode_signal = serde.encoder("PersonSignal")
         self._encode_profile = serde.encoder("PersonProfile")
         self._encode_change = serde.encoder("AudienceChange")
@@ -120,6 +126,7 @@ class AudienceStep:
         self._heaps.pop(partition, None)
         self._watermarks.pop(partition, None)
         self._active.pop(partition, None)
+        self._saved.pop(partition, None)
 
     # -- signals -------------------------------------------------------------------------
 
@@ -147,10 +154,15 @@ class AudienceStep:
         current = self._watermarks.get(partition)
         if current is None:
             current = int(self.states.get(WATERMARK_KEY.format(partition=partition)) or 0)
+            self._saved[partition] = current
             self._load_heap(partition)
         if at_ms > current:
+            if at_ms - self._saved.get(partition, 0) >= _SAVE_WATERMARK_MS:
+                # Kept in the table now and then (a restart resumes a little behind,
+                # which only delays entries), not with every signal.
+                self.states[WATERMARK_KEY.format(partition=partition)] = at_ms
+                self._saved[partition] = at_ms
             current = at_ms
-            self.states[WATERMARK_KEY.format(partition=partition)] = current
         self._watermarks[partition] = current
         return current - self.lateness_ms
 
@@ -353,6 +365,54 @@ class AudienceStep:
         return Out(topic, key, value, headers, partition_for(key, spec.partitions))
 
 
+class IdentityRelay:
+    """An engine step on ``journeys.identity-changes``: MERGE and FORGET become controls
+    on ``journeys.person-signals`` for the audiences agent; the many MAP changes stop
+    here, so Faust (about 60 µs per event) never sees them."""
+
+    def __init__(self, serde: AvroSerde, topics: Topics) -> None:
+        self.topics = topics
+        self._decode = serde.decode
+        self._partitions = topics.person_signals.partitions
+
+    def process(
+        self,
+        value: bytes | None,
+        topic: str,
+        partition: int,
+        offset: int,
+        _upstream: bytes | None = None,
+        _control: bytes | None = None,
+    ) -> list[Out]:
+        if value is None:
+            return []
+        try:
+            change = self._decode(value, expect="IdentityChange")
+        except SerdeError as exc:  # the sink dead-letters it; nothing to relay
+            log.warning("%s[%d]@%d: %s", topic, partition, offset, exc)
+            return []
+        kind = str(change["kind"])
+        if kind == "MERGE" and change.get("absorbed_person_id"):
+            person = str(change["absorbed_person_id"])
+            body = {"survivor": str(change["person_id"]), "absorbed": person}
+            control = MERGE_CONTROL
+        elif kind == "FORGET":
+            person = str(change["person_id"])
+            body, control = {"person": person}, FORGET_CONTROL
+        else:
+            return []
+        key = person.encode()
+        return [
+            Out(
+                self.topics.person_signals.name,
+                key,
+                json.dumps(body, separators=(",", ":")).encode(),
+                ((CONTROL_HEADER, control),),
+                partition_for(key, self._partitions),
+            )
+        ]
+
+
 def _control_of(headers: Any) -> bytes | None:
     items = headers.items() if isinstance(headers, Mapping) else headers or ()
     for name, value in items:
@@ -389,9 +449,15 @@ def register_audience_agents(
         key_type=str,  # raw keys, JSON values (the app's default serializers)
     )
     step = AudienceStep(serde, topics, states, rules)
+    names = [topics.person_signals.name]
+    service = getattr(app, "engine", None)
+    if service is not None:  # merges and forgets reach the agent as controls
+        relay = IdentityRelay(serde, topics)
+        service.engine.stage(Stage(topics.identity_changes.name, relay.process))
+    else:  # an app without the batch engine: the agent reads the changes itself
+        names.append(topics.identity_changes.name)
     source = app.topic(
-        topics.person_signals.name,
-        topics.identity_changes.name,
+        *names,
         key_serializer="raw",
         value_serializer="raw",
         partitions=topics.person_signals.partitions,

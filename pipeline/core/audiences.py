@@ -161,8 +161,8 @@ class Audiences:
     def _fold(self, state: PersonState, signal: Signal) -> None:
         state.profile.add(signal)
         state.seen.append(signal.event_id)
-        if len(state.seen) > 2 * self.rules.max_signals:
-            del state.seen[: len(state.seen) - 2 * self.rules.max_signals]
+        if len(state.seen) > self.rules.dedup_ids:
+            del state.seen[: len(state.seen) - self.rules.dedup_ids]
 
     def _cap_pending(self, state: PersonState) -> None:
         """More pending signals than the cap: the oldest are folded early."""

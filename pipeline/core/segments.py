@@ -315,6 +315,9 @@ class SegmentRules:
     allowed_lateness_ms: int = 3_600_000
     #: Cap on the signals kept per person (pending, deduplication, recent windows).
     max_signals: int = 500
+    #: Event ids of folded signals remembered per person, to drop redeliveries (a
+    #: redelivery after a restart is of recent offsets).
+    dedup_ids: int = 128
     #: How long recent signals are kept for windows (at least the longest window).
     history_ms: int = 400 * DAY_MS
 
@@ -339,6 +342,8 @@ class SegmentRules:
                 kwargs["allowed_lateness_ms"] = _ms(value, "segments.allowed_lateness")
             elif name == "history":
                 kwargs["history_ms"] = _ms(value, "segments.history")
+            elif name == "dedup_ids":
+                kwargs["dedup_ids"] = _int(value, "segments.dedup_ids", 1)
             elif name == "max_signals":
                 kwargs["max_signals"] = _int(value, "segments.max_signals", 16)
             elif isinstance(value, Mapping) and value.get("enabled", True) is False:

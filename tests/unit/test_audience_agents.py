@@ -14,6 +14,7 @@ from pipeline.agents.audiences import (
     FORWARD_KEY,
     TICK_CONTROL,
     AudienceStep,
+    IdentityRelay,
     partition_for,
 )
 from pipeline.agents.journeys import JourneyStep, SnapshotCache
@@ -41,6 +42,7 @@ class Partitions:
         self.topics = Topics.from_settings(Settings(topic_prefix="unit", partitions=P))
         self.tables: list[dict[str, Any]] = [{} for _ in range(P)]
         self.steps = [AudienceStep(serde, self.topics, t) for t in self.tables]
+        self.relay = IdentityRelay(serde, self.topics)
         self.queue: deque[Out] = deque()
         self.sent: list[Out] = []
 
@@ -54,8 +56,8 @@ class Partitions:
     def identity(self, kind: str, person: str, absorbed: str | None = None) -> None:
         rec = {"kind": kind, "at": T0, "person_id": person, "absorbed_person_id": absorbed}
         value = self.serde.encode("IdentityChange", rec)
-        key = person.encode()
-        self.queue.append(Out(self.topics.identity_changes.name, key, value, (), self._p(key)))
+        # The batch engine's relay turns it into a control (MAP changes stop there).
+        self.queue.extend(self.relay.process(value, self.topics.identity_changes.name, 0, 1))
         self.drain()
 
     def _p(self, key: bytes) -> int:
@@ -125,6 +127,14 @@ def test_a_merge_hands_the_absorbed_profile_over_and_it_exits_its_segments(
     parts.signal(app, "a3", 50, "email_click", platform="email")
     table = parts.tables[partition_for(web.encode(), P)]
     assert "a3" in json.dumps(table[web])
+
+
+def test_the_relay_passes_merges_and_forgets_only(serde: AvroSerde) -> None:
+    parts = Partitions(serde)
+    name = parts.topics.identity_changes.name
+    mapped = serde.encode("IdentityChange", {"kind": "MAP", "at": T0, "person_id": "p"})
+    assert parts.relay.process(mapped, name, 0, 1) == []
+    assert parts.relay.process(b"junk", name, 0, 2) == []
 
 
 def test_forget_drops_the_profile(serde: AvroSerde) -> None:
