@@ -114,6 +114,11 @@ class Settings(BaseSettings):
     session_timeout_s: float = Field(
         6.0, description="Consumer session timeout; Tansu joins wait about half of it."
     )
+    audiences: bool = Field(
+        True,
+        description="Run the profiles and audiences agent (Faust) in the worker; false: the "
+        "worker's Faust app opens no Kafka client unless JOURNEYS_AGENT_MODULES needs one.",
+    )
     audience_idle_s: float = Field(
         5.0,
         gt=0,

@@ -426,10 +426,13 @@ Send = Callable[[Out], Awaitable[Any]]
 
 def register_audience_agents(
     app: Any, settings: Settings, serde: AvroSerde, topics: Topics, rules: SegmentRules
-) -> AudienceStep:
+) -> AudienceStep | None:
     """Add the ``audiences`` agent and its table to the worker's Faust *app*, and turn on
     the app's Kafka consumer and producer (for the agents only: the batch engine keeps
-    its own clients)."""
+    its own clients). With ``JOURNEYS_AUDIENCES=false`` only the user's agents are added,
+    and Kafka stays off when there are none."""
+    if not settings.audiences and not settings.agent_modules.strip():
+        return None
     app.boot_strategy.enable_kafka = True
     conf = app.conf
     conf.topic_partitions = settings.partitions
@@ -442,6 +445,9 @@ def register_audience_agents(
     conf.recovery_consistency_check = False
     conf.producer_linger_ms = 20
 
+    if not settings.audiences:
+        load_agent_modules(app, settings, serde, topics)
+        return None
     states = app.Table(
         "audience-persons",
         default=None,
