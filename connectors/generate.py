@@ -15,6 +15,7 @@ Deterministic for a given seed. Writes, into the output folder:
 * ``shopify.jsonl``: ``orders/create`` bodies: online (``web``) orders with their landing
   page, POS orders with a ``location_id``, and a few marketplace orders;
 * ``pos.csv``: store transactions (purchases, returns, loyalty visits);
+* ``store_signals.csv``: QR-code scans and in-store Wi-Fi logins;
 * ``ads.csv``: ad clicks in the ad-click export layout;
 * ``interactions.jsonl``: chats and calls;
 * ``ground_truth.csv``: the true owner of every identifier that occurs in the files
@@ -64,6 +65,7 @@ from pathlib import Path
 from typing import Any
 
 from connectors.pos import COLUMNS as POS_CSV_COLUMNS
+from connectors.store_signals import COLUMNS as STORE_SIGNAL_COLUMNS
 from pipeline.core.pii import hash_email, hash_phone
 
 #: (channel, weight, context.campaign, page query string, referrer)
@@ -261,6 +263,7 @@ def generate(
     stats.files["segment.jsonl"] = stats.messages
     stats.malformed_by_file["segment.jsonl"] = stats.malformed
     _other_channels(out, population, start, end, seed, malformed_share, stats, truth)
+    _store_signals(out, population, start, end, seed, malformed_share, stats, truth)
     with (out / "ground_truth.csv").open("w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(["identifier_type", "identifier_value", "person"])
@@ -1120,6 +1123,52 @@ def _other_channels(
     _write_csv(out, "ads.csv", ADS_COLUMNS, ads, rng, share, stats, "click_time", ev)
 
 
+def _store_signals(
+    out: Path,
+    population: list[_Person],
+    start: datetime,
+    end: datetime,
+    seed: int,
+    share: float,
+    stats: GenStats,
+    truth: _Truth,
+) -> None:
+    """``store_signals.csv``: QR-code scans (with the loyalty card in the retailer's app)
+    and in-store Wi-Fi logins (the portal asks for the e-mail), from their own random
+    stream so the other files stay as they were."""
+    rng = random.Random(f"journeys-store-signals:{seed}")
+    span = (end - start).total_seconds()
+    rows: Events = []
+    seq = 0
+    for p in population:
+        if rng.random() > 0.2:
+            continue
+        for _ in range(rng.randint(1, 3)):
+            seq += 1
+            at = start + timedelta(seconds=rng.uniform(0, span))
+            store = rng.choice(STORES)[1]
+            scan = p.loyalty_id is not None and rng.random() < 0.5
+            row = {
+                "signal_id": f"{'Q' if scan else 'W'}-{seq:06d}",
+                "timestamp": at.isoformat(timespec="seconds").replace("+00:00", "Z"),
+                "store_id": store,
+                "signal": "qr_scan" if scan else "wifi_login",
+                "qr_code": rng.choice(("spring-sale", "shelf-denim", "sku-0042")) if scan else "",
+                "access_point": "" if scan else f"{store}-ap{rng.randint(1, 4)}",
+                "loyalty_id": p.loyalty_id if scan else "",
+                "email": "" if scan else p.email,
+            }
+            if scan and p.loyalty_id:
+                truth.add("loyalty_id", p.loyalty_id, p.person)
+            else:
+                truth.email(p.email, p.person)
+            rows.append((at, row, p.person))
+    columns = list(STORE_SIGNAL_COLUMNS)
+    _write_csv(
+        out, "store_signals.csv", columns, rows, rng, share, stats, "timestamp", truth.events
+    )
+
+
 def _source_event_id(source: str, record: dict[str, Any]) -> str:
     """The ``source_event_id`` the source's connector derives from *record*."""
     if source == "sendgrid":
@@ -1136,6 +1185,8 @@ def _source_event_id(source: str, record: dict[str, Any]) -> str:
         return f"{record['store_id']}:{record['transaction_id']}"
     if source == "ads":
         return f"{record['platform']}:{record['click_id']}"
+    if source == "store_signals":
+        return f"{record['store_id']}:{record['signal_id']}"
     raise ValueError(f"no source_event_id rule for {source!r}")
 
 

@@ -138,11 +138,11 @@ def classify(tp: Touchpoint) -> Signal | None:
     platform = props.get("platform", "")
     device = tp.device_type or ""
     kind = EVENT_KINDS.get(etype)
+    signal = _norm(props.get("signal", ""))
+    if signal in ("qr_scan", "wifi_login") and kind in (None, "store_visit"):
+        kind = signal  # a store-signals row: a store visit that says how it was seen
     if kind is None:
-        signal = _norm(props.get("signal", ""))
-        if signal in ("qr_scan", "wifi_login", "store_visit"):
-            kind = signal
-        elif etype in ("screen_view", "screen"):
+        if etype in ("screen_view", "screen"):
             if device == "kiosk":
                 kind = "store_visit"  # an in-store kiosk: a store signal, not an app user
             elif platform == "app":

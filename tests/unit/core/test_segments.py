@@ -223,7 +223,7 @@ def test_classify_keeps_what_profiles_need() -> None:
     assert order is not None and order.kind == "order" and order.bopis
     qr = classify(tp("store_visit", source="store_signals", channel="store",
                      properties={"signal": "qr_scan"}))  # fmt: skip
-    assert qr is not None and qr.kind == "store_visit"
+    assert qr is not None and qr.kind == "qr_scan" and qr.platform == "store"
     wifi = classify(tp("wifi_login", channel="store"))
     assert wifi is not None and wifi.kind == "wifi_login" and wifi.platform == "store"
 
