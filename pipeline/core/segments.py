@@ -320,8 +320,13 @@ class SegmentRules:
     dedup_ids: int = 128
     #: How long recent signals are kept for windows (at least the longest window).
     history_ms: int = 400 * DAY_MS
+    _timed: tuple[SegmentRule, ...] = field(init=False, repr=False, compare=False, default=())
 
     def __post_init__(self) -> None:
+        timed = tuple(
+            r for r in self.segments.values() if r.recent or r.cart_open_for_ms is not None
+        )
+        object.__setattr__(self, "_timed", timed)
         longest = max(
             (r.within_ms for rule in self.segments.values() for r in rule.recent), default=0
         )
@@ -367,6 +372,6 @@ class SegmentRules:
     def deadline(self, p: Profile, after_ms: int) -> int | None:
         """The next event time after *after_ms* at which time alone may change membership."""
         dues = [self.lifecycle.deadline(p, after_ms)]
-        dues += [rule.deadline(p, after_ms) for rule in self.segments.values()]
+        dues += [rule.deadline(p, after_ms) for rule in self._timed]
         later = [d for d in dues if d is not None and d > after_ms]
         return min(later) if later else None
