@@ -87,6 +87,8 @@ class AudienceStep:
         self._watermarks: dict[int, int] = {}
         self._active: dict[int, float] = {}
         self._saved: dict[int, int] = {}
+        #: The newest signal time this worker saw (ticks of a quiet stream go no further).
+        self._newest = 0
         self._encode_signal = serde.encoder("PersonSignal")
         self._encode_profile = serde.encoder("PersonProfile")
         self._encode_change = serde.encoder("AudienceChange")
@@ -141,6 +143,7 @@ class AudienceStep:
             return [self._out(self.topics.person_signals.name, survivor, self._encode_signal(rec))]
         clock = self._clock(partition, signal.at_ms)
         self._active[partition] = time.monotonic()
+        self._newest = max(self._newest, signal.at_ms)
         out: list[Out] = []
         state = self._load(person) or PersonState(person)
         result = self.audiences.add(state, signal, clock)
@@ -170,9 +173,15 @@ class AudienceStep:
     def ticks(self, idle_s: float, now: float | None = None) -> list[Out]:
         """Tick controls for the partitions that had no signal for *idle_s* (wall time):
         each moves its partition's clock up to the newest signal time of the others, so a
-        quiet partition holds no abandoned cart back (a partition never seen is left)."""
+        quiet partition holds no abandoned cart back (a partition never seen is left).
+        When every partition is quiet, the clocks move to the newest signal itself: the
+        last hour of a stream that stopped is not held back either (a signal that then
+        arrives within the lateness is handled as late)."""
         now = time.monotonic() if now is None else now
         newest = max(self._watermarks.values(), default=0)
+        quiet = all(now - self._active.get(p, 0.0) >= idle_s for p in self._watermarks)
+        if quiet and self._newest:
+            newest = max(newest, self._newest + self.lateness_ms)
         out: list[Out] = []
         for partition, mark in sorted(self._watermarks.items()):
             if mark < newest and now - self._active.get(partition, 0.0) >= idle_s:

@@ -16,7 +16,8 @@ from pipeline.serde import AvroSerde
 from pipeline.settings import Settings
 from pipeline.stack import SinkService, spawn, stop_process
 from pipeline.topics import Topics, ensure_topics
-from tests.conftest import settings_env
+from sinks.report.sql import bind, parse_query_file
+from tests.conftest import REPO, settings_env
 from tests.integration.test_end_to_end import replay, scalar
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -42,6 +43,8 @@ def _events() -> list[str]:
     goes. Others: e-mail-free page traffic and orders over the next three days, on
     every partition, so that every clock moves past the leaver's 24 hours."""
     lines = [
+        _msg(0, T0 - timedelta(minutes=1), "u-buyer", "a-phone", APP, type="identify",
+             traits={"email": "Buyer@Example.com"}),
         _msg(1, T0, "u-buyer", "a-phone", APP, type="track", event="Product Added",
              properties={"price": 19.5, "quantity": 2}),
         _msg(2, T0 + timedelta(hours=3), "u-buyer", "a-laptop", WEB, type="track",
@@ -85,6 +88,28 @@ def _audience_records(cfg: Settings, serde: AvroSerde) -> list[dict[str, Any]]:
     finally:
         consumer.close()
     return out
+
+
+def _run_query(service: SinkService, db: str, name: str, **params: str) -> list[Any]:
+    path = next((REPO / "queries").glob(f"{name}_*.sql"))
+    sql = bind(parse_query_file(path), params).replace("journeys.", f"{db}.")
+    return [tuple(r) for r in service.query(sql)[1]]
+
+
+def _check_queries(service: SinkService, db: str) -> None:
+    """The profile, frequency, peak-time, social and segment-size queries on this run."""
+    (profile,) = _run_query(service, db, "21", email=" buyer@example.COM ")
+    assert profile[1] == "first_time_buyer" and profile[5] == 1  # stage, orders
+    assert [seg for seg, _at in profile[2]] == ["first_time_buyer"]
+    assert _run_query(service, db, "21", user_id="u-buyer")[0][0] == profile[0]
+    assert _run_query(service, db, "21", user_id="nobody") == []
+    frequency = _run_query(service, db, "18")
+    assert frequency[0][:2] == ("1", 41)  # 41 buyers with one order each
+    peaks = _run_query(service, db, "17")
+    assert sum(r[5] for r in peaks) == 41  # orders
+    sizes = _run_query(service, db, "20", segment="abandoned_cart")
+    assert [(r[1], r[2], r[3]) for r in sizes] == [("abandoned_cart", 1, 1)]
+    assert _run_query(service, db, "19")[-1][0] == "all channels"
 
 
 @pytest.mark.timeout(240)
@@ -137,6 +162,8 @@ def test_a_cart_bought_on_another_device_never_enters_abandoned_cart(
             f"SELECT count() FROM {db}.audience_changes WHERE segment = 'abandoned_cart'",
         )
         assert history == 1  # the leaver's entry, and no enter-then-exit of the buyer
+
+        _check_queries(service, db)
 
         records = _audience_records(cfg, service.serde)
         carts = [r for r in records if r["segment"] == "abandoned_cart"]
