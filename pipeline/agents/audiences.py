@@ -501,6 +501,11 @@ def register_audience_agents(
             for out in outs:
                 output.send(out)
 
+    @app.task
+    async def _larger_producer_buffer() -> None:
+        # The table's changelog goes through Faust's producer: no "buffer full" stalls.
+        app.producer.buffer.max_messages = 10_000
+
     @app.timer(interval=settings.audience_idle_s)
     async def _tick() -> None:
         for out in step.ticks(settings.audience_idle_s):

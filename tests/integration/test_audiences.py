@@ -16,6 +16,7 @@ from pipeline.serde import AvroSerde
 from pipeline.settings import Settings
 from pipeline.stack import SinkService, spawn, stop_process
 from pipeline.topics import Topics, ensure_topics
+from sinks.report.data import fetch_report
 from sinks.report.sql import bind, parse_query_file
 from tests.conftest import REPO, settings_env
 from tests.integration.test_end_to_end import replay, scalar
@@ -110,6 +111,9 @@ def _check_queries(service: SinkService, db: str) -> None:
     sizes = _run_query(service, db, "20", segment="abandoned_cart")
     assert [(r[1], r[2], r[3]) for r in sizes] == [("abandoned_cart", 1, 1)]
     assert _run_query(service, db, "19")[-1][0] == "all channels"
+    report = fetch_report(service.client.raw_query, db)
+    sizes_now = {s.segment: s.members for s in report.segments}
+    assert sizes_now["abandoned_cart"] == 1 and sizes_now["first_time_buyer"] == 41
 
 
 @pytest.mark.timeout(240)
