@@ -119,6 +119,13 @@ class Settings(BaseSettings):
         description="Run the profiles and audiences agent (Faust) in the worker; false: the "
         "worker's Faust app opens no Kafka client unless JOURNEYS_AGENT_MODULES needs one.",
     )
+    audience_grace_s: float = Field(
+        3.0,
+        ge=0,
+        description="The segment clock also trails the newest signal by this much wall time, "
+        "so merges still in flight through the identity stage arrive before their time is "
+        "decided (a replay runs hours of event time per second).",
+    )
     audience_idle_s: float = Field(
         5.0,
         gt=0,

@@ -26,6 +26,7 @@ import json
 import logging
 import time
 import zlib
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from typing import Any
 
@@ -50,8 +51,9 @@ log = logging.getLogger(__name__)
 
 #: Table keys of the stage's own bookkeeping (never a person id).
 WATERMARK_KEY = "__watermark__:{partition}"
-FORWARD_KEY = "__forward__:{person}"
 _RESERVED = "__"
+#: A table entry ``{FORWARD: survivor}`` marks a person absorbed by a merge.
+FORWARD = "forward"
 MAX_HANDOVER_HOPS = 16
 #: The table entry's partition (to rebuild the deadline heap after a restart).
 _PARTITION = "_p"
@@ -68,6 +70,23 @@ def partition_for(key: bytes, partitions: int) -> int:
     return zlib.crc32(key) % partitions
 
 
+def crc32_partitioner(key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
+    """Faust's producer partitioner: the same CRC32 of the key as librdkafka, so the
+    table's changelog entry of a person lands on the partition of the person's signals."""
+    if key is None:
+        return (available or all_partitions)[0]
+    return sorted(all_partitions)[zlib.crc32(key) % len(all_partitions)]
+
+
+def watermark_key(partition: int, partitions: int) -> str:
+    """A key for *partition*'s clock that hashes to *partition* itself."""
+    for i in range(100_000):
+        key = f"{WATERMARK_KEY.format(partition=partition)}:{i}"
+        if partition_for(key.encode(), partitions) == partition:
+            return key
+    raise ValueError(f"no watermark key hashes to partition {partition}")  # pragma: no cover
+
+
 class AudienceStep:
     """One person signal or identity change in; profiles, audience changes and controls out."""
 
@@ -77,6 +96,7 @@ class AudienceStep:
         topics: Topics,
         states: MutableMapping[str, Any],
         rules: SegmentRules | None = None,
+        grace_s: float = 0.0,
     ) -> None:
         self.topics = topics
         self.serde = serde
@@ -87,12 +107,22 @@ class AudienceStep:
         self._watermarks: dict[int, int] = {}
         self._active: dict[int, float] = {}
         self._saved: dict[int, int] = {}
+        #: (wall time, newest signal time) of each partition, for the grace period.
+        self.grace_s = grace_s
+        self._history: dict[int, deque[tuple[float, int]]] = {}
+        self._settled: dict[int, int] = {}
         #: The newest signal time this worker saw (ticks of a quiet stream go no further).
         self._newest = 0
         self._encode_signal = serde.encoder("PersonSignal")
         self._encode_profile = serde.encoder("PersonProfile")
         self._encode_change = serde.encoder("AudienceChange")
         self._encode_dead = serde.encoder("DeadLetter")
+        #: Person entries read or written in the current batch (a state, a survivor's id
+        #: for a forward, None once deleted), and the partition of each one written.
+        self._cache: dict[str, PersonState | str | None] = {}
+        self._dirty: dict[str, int] = {}
+        partitions = topics.person_signals.partitions
+        self._mark_keys = [watermark_key(p, partitions) for p in range(partitions)]
         #: Counters for ``make bench`` and the logs.
         self.processed = 0
         self.changes = 0
@@ -130,6 +160,8 @@ class AudienceStep:
         self._watermarks.pop(partition, None)
         self._active.pop(partition, None)
         self._saved.pop(partition, None)
+        self._history.pop(partition, None)
+        self._settled.pop(partition, None)
 
     # -- signals -------------------------------------------------------------------------
 
@@ -137,7 +169,7 @@ class AudienceStep:
         person = signal.person_id
         if not person or person.startswith(_RESERVED):
             raise ValueError("person_id: required on person-signals")
-        survivor = self.states.get(FORWARD_KEY.format(person=person))
+        survivor = self._forward_of(person)
         if survivor:  # sent before its person was absorbed: on to the survivor
             rec["person_id"] = survivor
             return [self._out(self.topics.person_signals.name, survivor, self._encode_signal(rec))]
@@ -157,18 +189,35 @@ class AudienceStep:
         """The partition's newest signal time (kept in the table) less the lateness."""
         current = self._watermarks.get(partition)
         if current is None:
-            current = int(self.states.get(WATERMARK_KEY.format(partition=partition)) or 0)
+            current = int(self.states.get(self._mark_keys[partition]) or 0)
             self._saved[partition] = current
             self._load_heap(partition)
         if at_ms > current:
             if at_ms - self._saved.get(partition, 0) >= _SAVE_WATERMARK_MS:
                 # Kept in the table now and then (a restart resumes a little behind,
                 # which only delays entries), not with every signal.
-                self.states[WATERMARK_KEY.format(partition=partition)] = at_ms
+                self.states[self._mark_keys[partition]] = at_ms
                 self._saved[partition] = at_ms
             current = at_ms
         self._watermarks[partition] = current
-        return current - self.lateness_ms
+        if not self.grace_s:
+            return current - self.lateness_ms
+        # The clock trails the partition's newest signal by `grace_s` of wall time as
+        # well: a merge or a signal still in flight through the other stages (a replay
+        # runs hours of event time in a second) arrives before its time is decided.
+        now = time.monotonic()
+        history = self._history.setdefault(partition, deque())
+        if not history or history[-1][1] < current:
+            history.append((now, current))
+        settled = self._settled.get(partition, 0)
+        while history and now - history[0][0] >= self.grace_s:
+            settled = history.popleft()[1]
+        self._settled[partition] = settled
+        return settled - self.lateness_ms
+
+    def behind(self, partition: int) -> bool:
+        """Whether *partition*'s clock still waits for its grace period."""
+        return bool(self._history.get(partition))
 
     def ticks(self, idle_s: float, now: float | None = None) -> list[Out]:
         """Tick controls for the partitions that had no signal for *idle_s* (wall time):
@@ -184,13 +233,14 @@ class AudienceStep:
             newest = max(newest, self._newest + self.lateness_ms)
         out: list[Out] = []
         for partition, mark in sorted(self._watermarks.items()):
-            if mark < newest and now - self._active.get(partition, 0.0) >= idle_s:
+            waiting = mark < newest or self.behind(partition)
+            if waiting and now - self._active.get(partition, 0.0) >= idle_s:
                 self._active[partition] = now
                 out.append(
                     Out(
                         self.topics.person_signals.name,
                         TICK_KEY,
-                        str(newest).encode(),
+                        str(max(newest, mark)).encode(),
                         ((CONTROL_HEADER, TICK_CONTROL),),
                         partition,
                     )
@@ -218,7 +268,7 @@ class AudienceStep:
         for person, raw in list(self.states.items()):
             if str(person).startswith(_RESERVED) or not isinstance(raw, Mapping):
                 continue
-            if raw.get(_PARTITION) != partition:
+            if raw.get(_PARTITION) != partition or FORWARD in raw:
                 continue
             try:
                 due = self.audiences.next_due(PersonState.from_dict(raw))
@@ -245,9 +295,9 @@ class AudienceStep:
             ]
         if kind == "FORGET":
             person = str(change["person_id"])
-            for key in (person, FORWARD_KEY.format(person=person)):
-                if key in self.states:
-                    del self.states[key]
+            self._put(
+                person, None, partition_for(person.encode(), self.topics.person_signals.partitions)
+            )
             log.info("profile of forgotten person %s dropped", person)
         return []
 
@@ -269,7 +319,6 @@ class AudienceStep:
         """On the absorbed person's partition: forward, exit every segment, send the state."""
         if survivor == absorbed:
             return []
-        self.states[FORWARD_KEY.format(person=absorbed)] = survivor
         state = self._load(absorbed)
         out: list[Out] = []
         raw = None
@@ -280,7 +329,8 @@ class AudienceStep:
             record["merged_into"] = survivor
             out.append(self._out(self.topics.profiles.name, absorbed, self._encode_profile(record)))
             raw = state.to_dict()
-            del self.states[absorbed]
+        partition = partition_for(absorbed.encode(), self.topics.person_signals.partitions)
+        self._put(absorbed, survivor, partition)
         payload = {"survivor": survivor, "absorbed": absorbed, "state": raw}
         out.append(
             self._out(
@@ -296,10 +346,9 @@ class AudienceStep:
         """On the survivor's partition: join the absorbed state (see the journey stage's
         ``_take_over`` for reversed merges and chains of forwards)."""
         survivor, absorbed = str(payload["survivor"]), str(payload["absorbed"])
-        forward_key = FORWARD_KEY.format(person=survivor)
-        further = self.states.get(forward_key)
+        further = self._forward_of(survivor)
         if further == absorbed:
-            del self.states[forward_key]
+            self._put(survivor, None, partition)
             further = None
         if further:
             hops = int(payload.get("hops", 0))
@@ -313,7 +362,7 @@ class AudienceStep:
                         ((CONTROL_HEADER, HANDOVER_CONTROL),),
                     )
                 ]
-            del self.states[forward_key]
+            self._put(survivor, None, partition)
         if payload.get("state") is None:
             return []
         theirs = PersonState.from_dict(payload["state"])
@@ -327,19 +376,51 @@ class AudienceStep:
 
     # -- state and outputs ---------------------------------------------------------------
 
-    def _load(self, person: str) -> PersonState | None:
+    def _entry(self, person: str) -> PersonState | str | None:
+        if person in self._cache:
+            return self._cache[person]
         raw = self.states.get(person)
-        if not raw:
-            return None
-        try:
-            return PersonState.from_dict(raw)
-        except ProfileError as exc:
-            log.warning("person state of %s dropped: %s", person, exc)
-            del self.states[person]
-            return None
+        entry: PersonState | str | None = None
+        if isinstance(raw, Mapping) and FORWARD in raw:
+            entry = str(raw[FORWARD])
+        elif raw:
+            try:
+                entry = PersonState.from_dict(raw)
+            except ProfileError as exc:
+                log.warning("person state of %s dropped: %s", person, exc)
+                del self.states[person]
+        self._cache[person] = entry
+        return entry
+
+    def _forward_of(self, person: str) -> str | None:
+        entry = self._entry(person)
+        return entry if isinstance(entry, str) else None
+
+    def _load(self, person: str) -> PersonState | None:
+        entry = self._entry(person)
+        return entry if isinstance(entry, PersonState) else None
+
+    def _put(self, person: str, entry: PersonState | str | None, partition: int) -> None:
+        self._cache[person] = entry
+        self._dirty[person] = partition
+
+    def flush(self) -> None:
+        """Write the persons changed since the last flush to the table, once each (the
+        agent calls it after each batch, before the batch's offsets can be committed)."""
+        for person, partition in self._dirty.items():
+            entry = self._cache.get(person)
+            if entry is None:
+                if person in self.states:
+                    del self.states[person]
+            elif isinstance(entry, str):
+                self.states[person] = {FORWARD: entry, _PARTITION: partition}
+            else:
+                self.states[person] = {**entry.to_dict(), _PARTITION: partition}
+        self._dirty.clear()
+        self._cache.clear()
 
     def _store(self, state: PersonState, partition: int) -> None:
-        self.states[state.person_id] = {**state.to_dict(), _PARTITION: partition}
+        self._put(state.person_id, state, partition)
         due = self.audiences.next_due(state)
         if due is not None:
             heapq.heappush(self._heaps.setdefault(partition, []), (due, state.person_id))
@@ -454,6 +535,7 @@ def register_audience_agents(
     # to recover a table after kill -9 (see docs/segments.md).
     conf.recovery_consistency_check = False
     conf.producer_linger_ms = 20
+    conf.producer_partitioner = crc32_partitioner
 
     if not settings.audiences:
         load_agent_modules(app, settings, serde, topics)
@@ -463,8 +545,11 @@ def register_audience_agents(
         default=None,
         partitions=topics.person_signals.partitions,
         key_type=str,  # raw keys, JSON values (the app's default serializers)
+        # The changelog partition comes from the key (CRC32, as the signals'), not from
+        # the current event: the agent writes its batch's persons after the batch.
+        use_partitioner=True,
     )
-    step = AudienceStep(serde, topics, states, rules)
+    step = AudienceStep(serde, topics, states, rules, grace_s=settings.audience_grace_s)
     names = [topics.person_signals.name]
     service = getattr(app, "engine", None)
     if service is not None:  # merges and forgets reach the agent as controls
@@ -493,13 +578,15 @@ def register_audience_agents(
 
     @app.agent(source, name="audiences")
     async def audiences(stream: Any) -> None:
-        async for event in stream.events():
-            msg = event.message
-            outs = step.process(
-                event.value, msg.topic, msg.partition, msg.offset, _control_of(msg.headers)
-            )
-            for out in outs:
-                output.send(out)
+        async for events in stream.take_events(500, within=0.05):
+            for event in events:
+                msg = event.message
+                outs = step.process(
+                    event.value, msg.topic, msg.partition, msg.offset, _control_of(msg.headers)
+                )
+                for out in outs:
+                    output.send(out)
+            step.flush()  # each changed person written once per batch
 
     @app.task
     async def _larger_producer_buffer() -> None:

@@ -41,7 +41,8 @@ def _msg(n: int, at: datetime, user: str, anon: str, context: dict[str, Any], **
 
 def _events() -> list[str]:
     """Buyer: adds in the app, buys on the web 3 h later. Leaver: adds in the app and
-    goes. Others: e-mail-free page traffic and orders over the next three days, on
+    goes. Merged: adds on a phone as an unknown visitor, buys on the laptop, then logs in
+    on the phone (a merge). Others: e-mail-free page traffic and orders over the next three days, on
     every partition, so that every clock moves past the leaver's 24 hours."""
     lines = [
         _msg(0, T0 - timedelta(minutes=1), "u-buyer", "a-phone", APP, type="identify",
@@ -52,6 +53,15 @@ def _events() -> list[str]:
              event="Order Completed", properties={"order_id": "o-1", "revenue": 39.0}),
         _msg(3, T0 + timedelta(minutes=5), "u-leaver", "l-phone", APP, type="track",
              event="Product Added", properties={"price": 55.0, "quantity": 1}),
+        # Merged later: a cart on a phone not yet known to be the customer's, an order on
+        # the laptop, then a login on the phone joins the two persons.
+        json.dumps({"messageId": "m-20", "timestamp": (T0 + timedelta(minutes=7)).isoformat(),
+                    "anonymousId": "x-phone", "context": APP, "type": "track",
+                    "event": "Product Added", "properties": {"price": 30.0, "quantity": 1}}),
+        _msg(21, T0 + timedelta(hours=2), "u-merge", "x-laptop", WEB, type="track",
+             event="Order Completed", properties={"order_id": "o-m", "revenue": 30.0}),
+        _msg(22, T0 + timedelta(hours=3), "u-merge", "x-phone", APP, type="screen",
+             name="Home"),
     ]  # fmt: skip
     for i in range(40):
         at = T0 + timedelta(hours=2 * i)
@@ -105,15 +115,15 @@ def _check_queries(service: SinkService, db: str) -> None:
     assert _run_query(service, db, "21", user_id="u-buyer")[0][0] == profile[0]
     assert _run_query(service, db, "21", user_id="nobody") == []
     frequency = _run_query(service, db, "18")
-    assert frequency[0][:2] == ("1", 41)  # 41 buyers with one order each
+    assert frequency[0][:2] == ("1", 42)  # 42 buyers with one order each
     peaks = _run_query(service, db, "17")
-    assert sum(r[5] for r in peaks) == 41  # orders
+    assert sum(r[5] for r in peaks) == 42  # orders
     sizes = _run_query(service, db, "20", segment="abandoned_cart")
     assert [(r[1], r[2], r[3]) for r in sizes] == [("abandoned_cart", 1, 1)]
     assert _run_query(service, db, "19")[-1][0] == "all channels"
     report = fetch_report(service.client.raw_query, db)
     sizes_now = {s.segment: s.members for s in report.segments}
-    assert sizes_now["abandoned_cart"] == 1 and sizes_now["first_time_buyer"] == 41
+    assert sizes_now["abandoned_cart"] == 1 and sizes_now["first_time_buyer"] == 42
 
 
 @pytest.mark.timeout(240)
@@ -161,6 +171,8 @@ def test_a_cart_bought_on_another_device_never_enters_abandoned_cart(
         orders, revenue, app_user, cart_items, stage, _devices, platforms = rows[0]
         assert (orders, revenue, app_user, cart_items, stage) == (1, 39.0, 1, 0, "first_time_buyer")
         assert sorted(platforms) == ["app", "web"]
+        merged = service.query(buyer.replace("'u-buyer'", "'u-merge'"))[1]
+        assert [tuple(r[:5]) for r in merged] == [(1, 30.0, 1, 0, "first_time_buyer")]
         history = scalar(
             service,
             f"SELECT count() FROM {db}.audience_changes WHERE segment = 'abandoned_cart'",

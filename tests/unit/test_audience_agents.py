@@ -11,11 +11,13 @@ from typing import Any
 import pytest
 
 from pipeline.agents.audiences import (
-    FORWARD_KEY,
+    FORWARD,
     TICK_CONTROL,
     AudienceStep,
     IdentityRelay,
+    crc32_partitioner,
     partition_for,
+    watermark_key,
 )
 from pipeline.agents.journeys import JourneyStep, SnapshotCache
 from pipeline.agents.messages import Out
@@ -77,6 +79,7 @@ class Partitions:
             p = out.partition if out.partition is not None else self._p(out.key)
             control = dict(out.headers).get(CONTROL_HEADER)
             self.queue.extend(self.steps[p].process(out.value, out.topic, p, offset, control))
+            self.steps[p].flush()
 
     def changes(self, person: str | None = None) -> list[tuple[str, str, str, str]]:
         recs = [
@@ -121,7 +124,7 @@ def test_a_merge_hands_the_absorbed_profile_over_and_it_exits_its_segments(
     survivor = parts.profiles(web)[-1]
     assert survivor["app_user"] and survivor["orders"] == 1 and survivor["cart_items"] == 0
     assert "abandoned_cart" not in survivor["segments"]
-    assert parts.tables[partition_for(app.encode(), P)][FORWARD_KEY.format(person=app)] == web
+    assert parts.tables[partition_for(app.encode(), P)][app][FORWARD] == web
 
     # A signal still routed to the absorbed person goes on to the survivor.
     parts.signal(app, "a3", 50, "email_click", platform="email")
@@ -199,3 +202,14 @@ def test_the_journey_stage_emits_one_signal_per_profile_event(serde: AvroSerde) 
         ("cart_add", 12.0, 3, "p1")
     ]
     assert signals(send("e2", "product_added")) == []  # a redelivery: none again
+
+
+def test_table_keys_land_on_the_partition_of_their_signals() -> None:
+    for partitions in (1, 4, 8):
+        for p in range(partitions):
+            assert partition_for(watermark_key(p, partitions).encode(), partitions) == p
+        for person in ("p-1", "person-42", "e3b0c442"):
+            key = person.encode()
+            assert crc32_partitioner(key, list(range(partitions)), []) == partition_for(
+                key, partitions
+            )
