@@ -19,7 +19,7 @@ SELECT
     round(100 * customers / sum(customers) OVER (), 1) AS share_pct,
     round(100 * sum(customers) OVER (ORDER BY orders_bucket DESC) / sum(customers) OVER (), 1)
         AS repeat_rate_pct,
-    round(avgIf(mean_days_between_orders, orders > 1), 1) AS mean_days_between_orders,
+    round(avgIfOrNull(mean_days_between_orders, orders > 1), 1) AS mean_days_between_orders,
     round(avg(purchase_frequency), 2) AS orders_per_30_days,
     round(avg(revenue), 2) AS avg_revenue
 FROM buyers

@@ -8,7 +8,8 @@
 --   loyalty_id    String  = (none)  a loyalty card number
 --   anonymous_id  String  = (none)  a web or app anonymous id
 --   person_id     String  = (none)  Journeys' person id
--- Grain: one row per person matched (one, unless the identifiers given name several).
+-- Grain: one row per person matched (one, unless the identifiers given name several;
+--   with no identifier at all, the customer with the most revenue, as an example).
 --   current_segments lists (segment, entered_at) of the memberships open now.
 -- FINAL: needed on identities, persons and segment_membership.
 WITH
@@ -25,6 +26,17 @@ WITH
            OR (identifier_type = 'anonymous_id' AND identifier_value = {anonymous_id:String})
         UNION DISTINCT
         SELECT {person_id:String}
+        UNION DISTINCT
+        SELECT person_id FROM
+        (
+            -- no identifier given: the customer with the most revenue, as an example
+            SELECT person_id FROM journeys.persons FINAL
+            WHERE {email:String} = '(none)' AND {phone:String} = '(none)'
+              AND {user_id:String} = '(none)' AND {loyalty_id:String} = '(none)'
+              AND {anonymous_id:String} = '(none)' AND {person_id:String} = '(none)'
+            ORDER BY revenue DESC, person_id
+            LIMIT 1
+        )
     ),
     segments AS
     (

@@ -329,10 +329,11 @@ class Profile:
         return round(span / DAY_MS / (self.orders - 1), 3)
 
     def purchase_frequency(self, now_ms: int) -> float:
-        """Orders per 30 days since the first order (0 before any order)."""
+        """Orders per 30 days since the person was first seen (at least 30 days, so a
+        customer who bought yesterday does not count as buying 30 times a month)."""
         if not self.orders:
             return 0.0
-        days = max(1.0, (now_ms - self.first_order_ms) / DAY_MS)
+        days = max(30.0, (now_ms - self.first_seen_ms) / DAY_MS)
         return round(self.orders * 30.0 / days, 3)
 
     @property
