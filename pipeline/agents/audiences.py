@@ -121,6 +121,7 @@ class AudienceStep:
         #: for a forward, None once deleted), and the partition of each one written.
         self._cache: dict[str, PersonState | str | None] = {}
         self._dirty: dict[str, int] = {}
+        self._profiles: set[str] = set()
         partitions = topics.person_signals.partitions
         self._mark_keys = [watermark_key(p, partitions) for p in range(partitions)]
         #: Counters for ``make bench`` and the logs.
@@ -404,9 +405,19 @@ class AudienceStep:
         self._cache[person] = entry
         self._dirty[person] = partition
 
-    def flush(self) -> None:
-        """Write the persons changed since the last flush to the table, once each (the
-        agent calls it after each batch, before the batch's offsets can be committed)."""
+    def flush(self) -> list[Out]:
+        """Write the persons changed since the last flush to the table, once each, and
+        return the PersonProfile of each person whose profile changed (the agent calls it
+        after each batch, before the batch's offsets can be committed)."""
+        out: list[Out] = []
+        for person in sorted(self._profiles):
+            state = self._cache.get(person)
+            if isinstance(state, PersonState):
+                record = self.audiences.profile_record(state, state.next_version())
+                out.append(
+                    self._out(self.topics.profiles.name, person, self._encode_profile(record))
+                )
+        self._profiles.clear()
         for person, partition in self._dirty.items():
             entry = self._cache.get(person)
             if entry is None:
@@ -418,6 +429,7 @@ class AudienceStep:
                 self.states[person] = {**entry.to_dict(), _PARTITION: partition}
         self._dirty.clear()
         self._cache.clear()
+        return out
 
     def _store(self, state: PersonState, partition: int) -> None:
         self._put(state.person_id, state, partition)
@@ -437,8 +449,7 @@ class AudienceStep:
                 )
             )
         if profile_changed and state.profile.signals:
-            record = self.audiences.profile_record(state, state.next_version())
-            out.append(self._out(self.topics.profiles.name, person, self._encode_profile(record)))
+            self._profiles.add(person)  # one PersonProfile per person and batch, at flush
 
     def _out(
         self,
@@ -578,7 +589,7 @@ def register_audience_agents(
 
     @app.agent(source, name="audiences")
     async def audiences(stream: Any) -> None:
-        async for events in stream.take_events(500, within=0.05):
+        async for events in stream.take_events(100, within=0.05):
             for event in events:
                 msg = event.message
                 outs = step.process(
@@ -586,7 +597,8 @@ def register_audience_agents(
                 )
                 for out in outs:
                     output.send(out)
-            step.flush()  # each changed person written once per batch
+            for out in step.flush():  # each changed person written once per batch
+                output.send(out)
 
     @app.task
     async def _larger_producer_buffer() -> None:

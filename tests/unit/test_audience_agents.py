@@ -79,7 +79,7 @@ class Partitions:
             p = out.partition if out.partition is not None else self._p(out.key)
             control = dict(out.headers).get(CONTROL_HEADER)
             self.queue.extend(self.steps[p].process(out.value, out.topic, p, offset, control))
-            self.steps[p].flush()
+            self.queue.extend(self.steps[p].flush())
 
     def changes(self, person: str | None = None) -> list[tuple[str, str, str, str]]:
         recs = [
