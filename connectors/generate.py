@@ -1133,9 +1133,9 @@ def _store_signals(
     stats: GenStats,
     truth: _Truth,
 ) -> None:
-    """``store_signals.csv``: QR-code scans (with the loyalty card in the retailer's app)
-    and in-store Wi-Fi logins (the portal asks for the e-mail), from their own random
-    stream so the other files stay as they were."""
+    """``store_signals.csv``: QR-code scans in the retailer's app (the member's loyalty
+    card and e-mail) and in-store Wi-Fi logins (the portal asks for the e-mail), from
+    their own random stream so the other files stay as they were."""
     rng = random.Random(f"journeys-store-signals:{seed}")
     span = (end - start).total_seconds()
     rows: Events = []
@@ -1156,12 +1156,11 @@ def _store_signals(
                 "qr_code": rng.choice(("spring-sale", "shelf-denim", "sku-0042")) if scan else "",
                 "access_point": "" if scan else f"{store}-ap{rng.randint(1, 4)}",
                 "loyalty_id": p.loyalty_id if scan else "",
-                "email": "" if scan else p.email,
+                "email": p.email,  # the app's member account, or the Wi-Fi portal's sign-in
             }
             if scan and p.loyalty_id:
                 truth.add("loyalty_id", p.loyalty_id, p.person)
-            else:
-                truth.email(p.email, p.person)
+            truth.email(p.email, p.person)
             rows.append((at, row, p.person))
     columns = list(STORE_SIGNAL_COLUMNS)
     _write_csv(
