@@ -5,6 +5,7 @@ added and left does, and its entry reaches journeys.audiences and ClickHouse."""
 from __future__ import annotations
 
 import json
+import signal
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -101,6 +102,29 @@ def _audience_records(cfg: Settings, serde: AvroSerde) -> list[dict[str, Any]]:
     return out
 
 
+MEMBERS = """
+    SELECT i.identifier_value FROM {db}.segment_membership AS m FINAL
+    INNER JOIN (SELECT identifier_value, person_id FROM {db}.identities FINAL
+                WHERE identifier_type = 'user_id') AS i USING (person_id)
+    WHERE m.segment = 'abandoned_cart' AND m.is_member = 1
+"""
+
+
+def _settled(service: SinkService, worker: Any, db: str) -> list[str]:
+    """The user ids in abandoned_cart once every order is folded (the stream's last hour
+    too, once it has gone quiet)."""
+    started = time.monotonic()
+    current: list[str] = []
+    while time.monotonic() - started < 150:
+        assert worker.poll() is None, f"worker exited with {worker.returncode}"
+        current = sorted(str(r[0]) for r in service.query(MEMBERS.format(db=db))[1])
+        orders = scalar(service, f"SELECT sum(orders) FROM {db}.persons FINAL")
+        if current and orders == 42:
+            break
+        time.sleep(1.0)
+    return current
+
+
 def _run_query(service: SinkService, db: str, name: str, **params: str) -> list[Any]:
     path = next((REPO / "queries").glob(f"{name}_*.sql"))
     sql = bind(parse_query_file(path), params).replace("journeys.", f"{db}.")
@@ -140,25 +164,9 @@ def test_a_cart_bought_on_another_device_never_enters_abandoned_cart(
     try:
         stats = replay(cfg, service, path)
         assert stats.rejected == 0
-        members = f"""
-            SELECT i.identifier_value FROM {db}.segment_membership AS m FINAL
-            INNER JOIN (SELECT identifier_value, person_id FROM {db}.identities FINAL
-                        WHERE identifier_type = 'user_id') AS i USING (person_id)
-            WHERE m.segment = 'abandoned_cart' AND m.is_member = 1
-        """
-        started = time.monotonic()
-        current: list[str] = []
-        while time.monotonic() - started < 150:
-            assert worker.poll() is None, f"worker exited with {worker.returncode}"
-            current = sorted(str(r[0]) for r in service.query(members)[1])
-            # every order folded: the stream's last hour too, once it has gone quiet
-            orders = scalar(service, f"SELECT sum(orders) FROM {db}.persons FINAL")
-            if current and orders == 42:
-                break
-            time.sleep(1.0)
-        assert current == ["u-leaver"]
+        assert _settled(service, worker, db) == ["u-leaver"]
         time.sleep(3)  # nothing else enters later
-        assert sorted(str(r[0]) for r in service.query(members)[1]) == ["u-leaver"]
+        assert sorted(str(r[0]) for r in service.query(MEMBERS.format(db=db))[1]) == ["u-leaver"]
 
         buyer = f"""
             SELECT p.orders, p.revenue, p.app_user, p.cart_items, p.lifecycle_stage,
@@ -187,6 +195,44 @@ def test_a_cart_bought_on_another_device_never_enters_abandoned_cart(
         carts = [r for r in records if r["segment"] == "abandoned_cart"]
         assert len(carts) == 1 and carts[0]["change"] == "ENTERED"
         assert carts[0]["at"] == T0 + timedelta(minutes=5, hours=24)
+    finally:
+        stop_process(worker)
+        service.stop()
+
+
+@pytest.mark.timeout(300)
+def test_a_worker_killed_mid_stream_keeps_profiles_and_audiences(
+    stack_settings: Settings, tmp_path: Path
+) -> None:
+    """kill -9 of the worker between two halves of the stream: the restored Faust table
+    and the redelivered signals give the same profiles and members, nothing counted twice."""
+    cfg = stack_settings.model_copy(update={"audience_idle_s": 1.0})
+    db = cfg.clickhouse_database
+    lines = _events()
+    first, second = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
+    first.write_text("\n".join(lines[:20]) + "\n", encoding="utf-8")
+    second.write_text("\n".join(lines[20:]) + "\n", encoding="utf-8")
+    ensure_topics(cfg)
+    service = SinkService(cfg, serve_queries=False).start()
+    worker = spawn(["worker"], env=settings_env(cfg))
+    try:
+        replay(cfg, service, first)
+        started = time.monotonic()
+        while scalar(service, f"SELECT count() FROM {db}.persons") == 0:
+            assert time.monotonic() - started < 120, "no profile before the kill"
+            time.sleep(0.5)
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(10)
+        worker = spawn(["worker"], env=settings_env(cfg))
+        replay(cfg, service, second)
+        assert _settled(service, worker, db) == ["u-leaver"]
+        orders = scalar(service, f"SELECT sum(orders) FROM {db}.persons FINAL")
+        assert orders == 42  # redelivered signals were not counted again
+        carts = scalar(
+            service,
+            f"SELECT count() FROM {db}.audience_changes FINAL WHERE segment = 'abandoned_cart'",
+        )
+        assert carts == 1
     finally:
         stop_process(worker)
         service.stop()
