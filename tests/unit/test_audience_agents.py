@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from pipeline.agents import audiences as audiences_module
 from pipeline.agents.audiences import (
     FORWARD,
     TICK_CONTROL,
@@ -213,3 +214,25 @@ def test_table_keys_land_on_the_partition_of_their_signals() -> None:
             assert crc32_partitioner(key, list(range(partitions)), []) == partition_for(
                 key, partitions
             )
+
+
+def test_the_grace_holds_the_clock_back_until_a_late_merge_could_arrive(
+    serde: AvroSerde, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = [1000.0]
+    monkeypatch.setattr(audiences_module.time, "monotonic", lambda: now[0])
+    parts = Partitions(serde)
+    for step in parts.steps:
+        step.grace_s = 5.0
+    leaver = "person-0"
+    parts.signal(leaver, "l1", 0, "cart_add", value=9.0, items=1)
+    parts.signal(leaver, "l2", 30, "email_open", platform="email")
+    assert parts.changes(leaver) == []  # 30 h of event time in no wall time: held back
+    now[0] += 6.0
+    step = parts.steps[partition_for(leaver.encode(), P)]
+    parts.queue.extend(step.ticks(idle_s=5.0))
+    parts.drain()
+    assert [c[1:3] for c in parts.changes(leaver)] == [
+        ("prospect", "ENTERED"),
+        ("abandoned_cart", "ENTERED"),
+    ]
