@@ -44,9 +44,27 @@ def _layer(path: str) -> str | None:
     return "other"
 
 
+#: Where a sample's stack says it is: the audiences Faust agent (its step, including the
+#: Faust stream iteration that feeds it), Faust's and aiokafka's own services (consumer,
+#: fetcher, producer, table changelogs), or the batch engine.
+STAGES = (
+    ("audiences_agent", ("register_audience_agents.<locals>.audiences", "AudienceStep.")),
+    ("batch_engine", ("EngineService._consume",)),
+    ("faust_and_aiokafka", ("faust/", "aiokafka/", "mode/threads")),
+)
+
+
+def _stage(stack: str) -> str:
+    for name, markers in STAGES:
+        if any(marker in stack for marker in markers):
+            return name
+    return "other"
+
+
 def summarise(path: Path, top: int = 12) -> dict[str, Any]:
     """Shares of samples by layer, and the project functions with most inclusive time."""
     by_layer: Counter[str] = Counter()
+    by_stage: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
     total = 0
     for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
@@ -55,6 +73,7 @@ def summarise(path: Path, top: int = 12) -> dict[str, Any]:
             continue
         count = int(count_text)
         total += count
+        by_stage[_stage(stack)] += count
         frames = [m.groupdict() for f in stack.split(";") if (m := _FRAME.match(f))]
         charged = "stdlib"
         for frame in reversed(frames):
@@ -78,6 +97,7 @@ def summarise(path: Path, top: int = 12) -> dict[str, Any]:
     return {
         "samples": total,
         "self_share_by_layer": {k: round(v / total, 3) for k, v in by_layer.most_common()},
+        "share_by_stage": {k: round(v / total, 3) for k, v in by_stage.most_common()},
         "project_functions_inclusive_share": {
             k: round(v / total, 3) for k, v in inclusive.most_common(top)
         },

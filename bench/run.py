@@ -138,6 +138,10 @@ def summarise_results(parts: dict[str, dict[str, Any]], started: str) -> dict[st
         "channelattribution_missing": _get(parts, "attribution", "channelattribution_missing"),
         "identity_bytes_per_million": _get(parts, "identity", "bytes_per_million"),
         "identity_bytes_method": _get(parts, "identity", "method"),
+        "audience_step_signals_per_s": _get(parts, "audiences", "step_signals_per_s"),
+        "audience_share_of_worker": _get(
+            parts, "profile_1_worker", "share_by_stage", "audiences_agent"
+        ),
         "ratios": ratios,
         "targets": {
             "pipeline_share_of_bare_pipe": TARGET_PIPELINE_SHARE,
@@ -226,6 +230,8 @@ def print_table(results: dict[str, Any]) -> None:
             "<= 1",
             met["attribution_no_slower_than_channelattribution"],
         ),
+        ("audiences step, person signals/s", r["audience_step_signals_per_s"], "", None),
+        ("audiences agent, share of worker samples", r["audience_share_of_worker"], "", None),
         (
             "identity tables, bytes per million identifiers",
             r["identity_bytes_per_million"],
@@ -259,7 +265,14 @@ def main() -> int:
     parser.add_argument(
         "--only",
         action="append",
-        choices=("bare_pipe", "pipeline_1_worker", "pipeline_2_workers", "attribution", "identity"),
+        choices=(
+            "bare_pipe",
+            "pipeline_1_worker",
+            "pipeline_2_workers",
+            "attribution",
+            "identity",
+            "audiences",
+        ),
         help="run only these parts (repeatable)",
     )
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -287,6 +300,7 @@ def main() -> int:
         "pipeline_2_workers": ("pipeline_e2e", [*e2e, "--workers", "2"], 420),
         "attribution": ("attribution", ["--repeat", str(args.repeat)], 300),
         "identity": ("identity", ["--identifiers", str(args.identifiers)], 300),
+        "audiences": ("audiences", [*sizes, "--repeat", str(args.repeat)], 300),
     }
     data = _step("data", "data", sizes, 300)
     parts: dict[str, dict[str, Any]] = {"data": data}

@@ -14,6 +14,8 @@ Routes (``docs/sources.md`` has the details):
 * ``POST /webhooks/shopify``: Shopify ``orders/create``, ``X-Shopify-Hmac-Sha256``
   checked when a webhook secret is configured.
 * ``POST /webhooks/interactions``: chat / call-centre interactions (JSON), write key auth.
+* ``POST /webhooks/store-signals``: QR-code scans and in-store Wi-Fi logins (JSON), write
+  key auth.
 * ``GET /healthz``.
 
 Every answer is counted by route and status, and every stored touchpoint and dead
@@ -78,6 +80,7 @@ from connectors.signatures import (
     url_variants,
 )
 from connectors.signatures import load_sendgrid_key as _load_sendgrid_key
+from connectors.store_signals import StoreSignalsSource
 from connectors.twilio import TwilioSource
 from pipeline.core.model import Touchpoint
 from pipeline.core.pii import redact
@@ -310,6 +313,7 @@ class _Collector:
         self.shopify = ShopifySource()
         self.interactions = InteractionsSource()
         self.cors = CorsPolicy(config.allowed_origins)
+        self.store_signals = StoreSignalsSource()
         self._keys = [k.get_secret_value().encode() for k in config.write_keys if k]
         self._sendgrid_key = (
             load_sendgrid_key(config.sendgrid_verification_key.get_secret_value())
@@ -591,20 +595,26 @@ class _Collector:
         return await self._dispatch(request, "shopify", work)
 
     async def interactions_route(self, request: web.Request) -> web.Response:
+        return await self._json_route(request, self.interactions)
+
+    async def store_signals_route(self, request: web.Request) -> web.Response:
+        return await self._json_route(request, self.store_signals)
+
+    async def _json_route(self, request: web.Request, source: Source) -> web.Response:
+        """A JSON object, a ``{"batch": [...]}`` or an array of *source*'s records."""
+
         async def work(body: bytes, received: datetime) -> _Outcome:
             data = self._authenticated_json(request, body)
             if isinstance(data, dict):
                 data.pop("writeKey", None)
                 if isinstance(data.get("batch"), list):
-                    return self._map_items(
-                        self.interactions, data["batch"], request.path, received, one=False
-                    )
-                return self._map_items(self.interactions, [data], request.path, received, one=True)
+                    return self._map_items(source, data["batch"], request.path, received, one=False)
+                return self._map_items(source, [data], request.path, received, one=True)
             if isinstance(data, list):
-                return self._map_items(self.interactions, data, request.path, received, one=False)
+                return self._map_items(source, data, request.path, received, one=False)
             raise _Refused(400, "$", "expected a JSON object or array", "invalid_request")
 
-        return await self._dispatch(request, "interactions", work)
+        return await self._dispatch(request, source.name, work)
 
     async def healthz(self, _request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
@@ -707,6 +717,7 @@ def create_collector(
     app.router.add_post("/webhooks/twilio", collector.twilio_route)
     app.router.add_post("/webhooks/shopify", collector.shopify_route)
     app.router.add_post("/webhooks/interactions", collector.interactions_route)
+    app.router.add_post("/webhooks/store-signals", collector.store_signals_route)
     return app
 
 

@@ -5,7 +5,8 @@ Deterministic for a given seed. Writes, into the output folder:
 * ``segment.jsonl``: Segment Spec page/track/identify/screen calls of web and app
   visitors, with UTM campaigns, click ids and referrers for every acquisition channel,
   logins and sign-up forms that link anonymous ids to user ids, e-mails and phones,
-  purchases (``Order Completed``) with revenue, in-store kiosk sessions, bots, and a
+  purchases (``Order Completed``) with revenue, cart adds (``Product Added``; some left
+  behind, some in the app before a purchase on the web), in-store kiosk sessions, bots, and a
   small share of malformed lines (they must end as dead letters);
 * ``sendgrid.jsonl``: SendGrid Event Webhook events (one per line) of campaign e-mails:
   processed, delivered, opens, and clicks on the campaign URL with its UTMs;
@@ -14,6 +15,7 @@ Deterministic for a given seed. Writes, into the output folder:
 * ``shopify.jsonl``: ``orders/create`` bodies: online (``web``) orders with their landing
   page, POS orders with a ``location_id``, and a few marketplace orders;
 * ``pos.csv``: store transactions (purchases, returns, loyalty visits);
+* ``store_signals.csv``: QR-code scans and in-store Wi-Fi logins;
 * ``ads.csv``: ad clicks in the ad-click export layout;
 * ``interactions.jsonl``: chats and calls;
 * ``ground_truth.csv``: the true owner of every identifier that occurs in the files
@@ -67,6 +69,7 @@ from typing import Any
 
 from connectors.generate_bots import ad_bots, crawlers
 from connectors.pos import COLUMNS as POS_CSV_COLUMNS
+from connectors.store_signals import COLUMNS as STORE_SIGNAL_COLUMNS
 from pipeline.core.pii import hash_email, hash_phone
 
 #: (channel, weight, context.campaign, page query string, referrer)
@@ -115,6 +118,7 @@ class GenStats:
     messages: int = 0
     malformed: int = 0
     purchases: int = 0
+    cart_adds: int = 0
     by_channel: dict[str, int] = field(default_factory=dict)
     #: records written per file name (CSV: data rows), and the malformed ones among them
     files: dict[str, int] = field(default_factory=dict)
@@ -261,6 +265,7 @@ def generate(
     stats.files["segment.jsonl"] = stats.messages
     stats.malformed_by_file["segment.jsonl"] = stats.malformed
     _other_channels(out, population, start, end, seed, malformed_share, stats, truth)
+    _store_signals(out, population, start, end, seed, malformed_share, stats, truth)
     with (out / "ground_truth.csv").open("w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(["identifier_type", "identifier_value", "person"])
@@ -279,6 +284,7 @@ def generate(
                 "malformed": stats.malformed,
                 "malformed_by_file": stats.malformed_by_file,
                 "purchases": stats.purchases,
+                "cart_adds": stats.cart_adds,
                 "sessions_by_channel": stats.by_channel,
                 "identity": stats.identity,
                 "truth": {
@@ -327,6 +333,8 @@ class _SegmentWriter:
         self.truth = truth
         self.stats = stats
         self.messages: list[tuple[datetime, dict[str, Any], str]] = []
+        # Carts draw from their own stream, so the rest of the file is what it was.
+        self.carts = random.Random(f"journeys-carts:{ns.int}")
         for key in ("junk_values", "kiosk_sessions", "bots", "bot_page_views", "visitors"):
             stats.identity.setdefault(key, 0)
 
@@ -414,6 +422,7 @@ class _SegmentWriter:
             if rng.random() < 0.25:
                 revenue = round(rng.uniform(15, 240), 2)
                 order_id = f"o-{p.n}-{int(at.timestamp())}"
+                self.cart_add(p, at, base, context, revenue, order_id)
                 self._message(
                     at,
                     p.person,
@@ -431,7 +440,56 @@ class _SegmentWriter:
                     },
                 )
                 self.stats.purchases += 1
+            elif self.carts.random() < 0.12:  # a cart left behind
+                price = round(self.carts.uniform(10, 120), 2)
+                self.cart_add(p, at, base, context, price, f"left-{session}")
             at += timedelta(hours=rng.uniform(2, 24 * 6))
+
+    def cart_add(
+        self,
+        p: _Person,
+        at: datetime,
+        base: dict[str, Any],
+        context: dict[str, Any],
+        price: float,
+        key: str,
+    ) -> None:
+        """A ``Product Added`` before an order (or left behind): on this device, or in
+        two cases in five on another of the customer's own devices (the app's cart
+        follows the customer to the web), logged in there."""
+        carts = self.carts
+        own = [d for d in p.devices if d.owner == p.person and d.anon != base["anonymousId"]]
+        when = max(self.start, at - timedelta(seconds=carts.uniform(60, 5400)))
+        body: dict[str, Any] = dict(base)
+        ctx = dict(context)
+        if own and p.user_id is not None and carts.random() < 0.4:
+            device = carts.choice(own)
+            body = {"anonymousId": device.anon, "userId": p.user_id}
+            self.truth.add("anonymous_id", device.anon, p.person)
+            if device.is_app:
+                ctx = {
+                    "library": {"name": "analytics-ios", "version": "4.1.8"},
+                    "app": {"name": "Shop", "version": "5.1.0"},
+                    "device": {"type": "ios"},
+                }
+        quantity = carts.choice((1, 1, 1, 2, 3))
+        self._message(
+            when,
+            p.person,
+            f"cart:{key}",
+            {
+                **body,
+                "type": "track",
+                "event": "Product Added",
+                "properties": {
+                    "product_id": f"sku-{carts.randrange(1000):04d}",
+                    "price": round(price / quantity, 2),
+                    "quantity": quantity,
+                },
+                "context": ctx,
+            },
+        )
+        self.stats.cart_adds += 1
 
     def kiosks(self, population: list[_Person], people: int) -> None:
         """Store kiosks: one device id each, on which customers log in (a fresh anonymous
@@ -1033,6 +1091,51 @@ def _other_channels(
     _write_csv(out, "ads.csv", ADS_COLUMNS, ads, rng, share, stats, "click_time", ev)
 
 
+def _store_signals(
+    out: Path,
+    population: list[_Person],
+    start: datetime,
+    end: datetime,
+    seed: int,
+    share: float,
+    stats: GenStats,
+    truth: _Truth,
+) -> None:
+    """``store_signals.csv``: QR-code scans in the retailer's app (the member's loyalty
+    card and e-mail) and in-store Wi-Fi logins (the portal asks for the e-mail), from
+    their own random stream so the other files stay as they were."""
+    rng = random.Random(f"journeys-store-signals:{seed}")
+    span = (end - start).total_seconds()
+    rows: Events = []
+    seq = 0
+    for p in population:
+        if rng.random() > 0.2:
+            continue
+        for _ in range(rng.randint(1, 3)):
+            seq += 1
+            at = start + timedelta(seconds=rng.uniform(0, span))
+            store = rng.choice(STORES)[1]
+            scan = p.loyalty_id is not None and rng.random() < 0.5
+            row = {
+                "signal_id": f"{'Q' if scan else 'W'}-{seq:06d}",
+                "timestamp": at.isoformat(timespec="seconds").replace("+00:00", "Z"),
+                "store_id": store,
+                "signal": "qr_scan" if scan else "wifi_login",
+                "qr_code": rng.choice(("spring-sale", "shelf-denim", "sku-0042")) if scan else "",
+                "access_point": "" if scan else f"{store}-ap{rng.randint(1, 4)}",
+                "loyalty_id": p.loyalty_id if scan else "",
+                "email": p.email,  # the app's member account, or the Wi-Fi portal's sign-in
+            }
+            if scan and p.loyalty_id:
+                truth.add("loyalty_id", p.loyalty_id, p.person)
+            truth.email(p.email, p.person)
+            rows.append((at, row, p.person))
+    columns = list(STORE_SIGNAL_COLUMNS)
+    _write_csv(
+        out, "store_signals.csv", columns, rows, rng, share, stats, "timestamp", truth.events
+    )
+
+
 def _source_event_id(source: str, record: dict[str, Any]) -> str:
     """The ``source_event_id`` the source's connector derives from *record*."""
     if source == "sendgrid":
@@ -1049,6 +1152,8 @@ def _source_event_id(source: str, record: dict[str, Any]) -> str:
         return f"{record['store_id']}:{record['transaction_id']}"
     if source == "ads":
         return f"{record['platform']}:{record['click_id']}"
+    if source == "store_signals":
+        return f"{record['store_id']}:{record['signal_id']}"
     raise ValueError(f"no source_event_id rule for {source!r}")
 
 

@@ -9,6 +9,7 @@ from connectors.pos import PosSource
 from connectors.segment import SegmentSource
 from connectors.sendgrid import SendGridSource
 from connectors.shopify import ShopifySource
+from connectors.store_signals import StoreSignalsSource
 from connectors.twilio import TwilioSource
 
 
@@ -21,6 +22,7 @@ def _sources() -> dict[str, Source]:
         "pos": PosSource(),
         "ads": AdsSource(),
         "interactions": InteractionsSource(),
+        "store_signals": StoreSignalsSource(),
     }
 
 

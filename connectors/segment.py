@@ -101,6 +101,11 @@ class SegmentSource:
         properties = {"message_type": kind}
         if kind == "track" and msg.get("event"):
             properties["event"] = str(msg["event"])[:200]
+        if kind == "track":  # a cart line (Product Added/Removed): its value, for profiles
+            for name in ("price", "quantity"):
+                number = opt_float(msg, f"properties.{name}")
+                if number is not None:
+                    properties[name] = f"{number:g}"
         if kind in ("page", "screen") and opt_str(msg, "name", 200):
             properties["name"] = str(msg["name"])[:200]
         if page_url:

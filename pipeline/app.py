@@ -20,6 +20,7 @@ import faust
 from faust.app.base import BootStrategy
 from mode import Service
 
+from pipeline.agents.audiences import register_audience_agents
 from pipeline.agents.engine import Engine, Stage
 from pipeline.agents.identity import IdentityOwner, IdentityRouter
 from pipeline.agents.journeys import JourneyStep, ModelLearner, SnapshotCache
@@ -254,7 +255,10 @@ def create_app(settings: Settings, serde: AvroSerde | None = None) -> WorkerApp:
     output = OutputProducer(settings.kafka_config())
     engine = Engine(settings, output)
     app.engine = EngineService(engine)
-    stages = build_engine_stages(engine, settings, serde, topics, load_rules(settings.rules_file))
+    rules = load_rules(settings.rules_file)
+    stages = build_engine_stages(engine, settings, serde, topics, rules)
+    # -- profiles and audiences: Faust agents on the journey stage's person signals ----
+    register_audience_agents(app, settings, serde, topics, rules.segments)
     if settings.metrics_port is not None:
         app.engine.metrics = MetricsServer(
             worker_metrics(engine, stages.router), settings.metrics_host, settings.metrics_port

@@ -14,6 +14,9 @@
     [channels.sources]
     "chatgpt.com" = "search"
 
+    [segments.abandoned_cart]
+    cart_open_for = "24h"
+
 Every table is optional; a missing file name means the defaults. An error names the
 file and the key.
 """
@@ -28,8 +31,9 @@ from typing import Any
 from pipeline.core.channels import ChannelRules, ChannelRulesError
 from pipeline.core.identity import IdentityError, IdentityRules
 from pipeline.core.journeys import JourneyConfigError, JourneyRules
+from pipeline.core.segments import SegmentConfigError, SegmentRules
 
-_SECTIONS = ("identity", "journeys", "channels")
+_SECTIONS = ("identity", "journeys", "channels", "segments")
 
 
 class RulesFileError(ValueError):
@@ -41,6 +45,7 @@ class Rules:
     identity: IdentityRules = field(default_factory=IdentityRules)
     journeys: JourneyRules = field(default_factory=JourneyRules)
     channels: ChannelRules = field(default_factory=ChannelRules)
+    segments: SegmentRules = field(default_factory=SegmentRules)
 
 
 def load_rules(path: Path | None) -> Rules:
@@ -70,4 +75,8 @@ def load_rules(path: Path | None) -> Rules:
         channels = ChannelRules.from_dict(data.get("channels", {}))
     except ChannelRulesError as exc:
         raise RulesFileError(f"{path}: [channels] {exc}") from exc
-    return Rules(identity, journeys, channels)
+    try:
+        segments = SegmentRules.from_dict(data.get("segments", {}))
+    except SegmentConfigError as exc:
+        raise RulesFileError(f"{path}: [segments] {exc}") from exc
+    return Rules(identity, journeys, channels, segments)

@@ -136,6 +136,29 @@ class Settings(BaseSettings):
     session_timeout_s: float = Field(
         6.0, description="Consumer session timeout; Tansu joins wait about half of it."
     )
+    audiences: bool = Field(
+        True,
+        description="Run the profiles and audiences agent (Faust) in the worker; false: the "
+        "worker's Faust app opens no Kafka client unless JOURNEYS_AGENT_MODULES needs one.",
+    )
+    audience_grace_s: float = Field(
+        3.0,
+        ge=0,
+        description="The segment clock also trails the newest signal by this much wall time, "
+        "so merges still in flight through the identity stage arrive before their time is "
+        "decided (a replay runs hours of event time per second).",
+    )
+    audience_idle_s: float = Field(
+        5.0,
+        gt=0,
+        description="A person-signals partition without signals for this long (wall time) "
+        "moves its segment clock up to the other partitions' newest signal time.",
+    )
+    agent_modules: str = Field(
+        "",
+        description="Comma-separated Python modules whose register(app, settings, serde, "
+        "topics) adds the user's own Faust agents to the worker (docs/extending.md).",
+    )
     model_refit_every: int = Field(
         50, ge=1, description="Refit markov and shapley after this many new closed paths."
     )

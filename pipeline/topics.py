@@ -12,6 +12,9 @@ topic (prefix ``journeys``)   key                    partitions  value (schema)
 ``.closed-paths``             ``paths``              1           ClosedPath
 ``.attribution-models``       model                  1           AttributionModel
 ``.dead-letters``             source                 1           DeadLetter
+``.person-signals``           person_id              P           PersonSignal
+``.profiles``                 person_id (compacted)  P           PersonProfile
+``.audiences``                person_id              P           AudienceChange
 ============================  =====================  ==========  =================
 
 P is ``JOURNEYS_PARTITIONS`` (8 by default): the most workers that can share a stage.
@@ -21,6 +24,8 @@ the ``journeys-control`` header (the sink skips them): ``merge`` (an IdentityCha
 keyed by the absorbed person), ``handover`` (the absorbed person's journey state as
 JSON, keyed by the survivor) and ``forget`` (drop a person's state). ``.identity-links``
 carries ``forget`` requests of ``journeys forget`` to the owner the same way.
+``.person-signals`` carries the profile agents' ``merge`` and ``handover`` controls
+(:mod:`pipeline.agents.audiences`) under the same header.
 """
 
 from __future__ import annotations
@@ -74,6 +79,9 @@ class Topics:
     closed_paths: TopicSpec
     attribution_models: TopicSpec
     dead_letters: TopicSpec
+    person_signals: TopicSpec
+    profiles: TopicSpec
+    audiences: TopicSpec
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Topics:
@@ -94,6 +102,9 @@ class Topics:
             closed_paths=TopicSpec(f"{pre}.closed-paths", 1, "ClosedPath"),
             attribution_models=TopicSpec(f"{pre}.attribution-models", 1, "AttributionModel"),
             dead_letters=TopicSpec(f"{pre}.dead-letters", 1, "DeadLetter", retention_ms=rin),
+            person_signals=TopicSpec(f"{pre}.person-signals", p, "PersonSignal", retention_ms=rout),
+            profiles=TopicSpec(f"{pre}.profiles", p, "PersonProfile", True),
+            audiences=TopicSpec(f"{pre}.audiences", p, "AudienceChange", retention_ms=rout),
         )
 
     def all(self) -> tuple[TopicSpec, ...]:
@@ -107,6 +118,9 @@ class Topics:
             self.closed_paths,
             self.attribution_models,
             self.dead_letters,
+            self.person_signals,
+            self.profiles,
+            self.audiences,
         )
 
 

@@ -157,6 +157,9 @@ SHARDED_TABLES: dict[str, str] = {
     "attribution": "conversion_event_id",
     "dead_letters": "dead_letter_id",
     "attribution_models": "model",
+    "persons": "person_id",
+    "segment_membership": "person_id",
+    "audience_changes": "person_id",
 }
 _CREATE = re.compile(
     r"^(CREATE\s+(?:TABLE|VIEW|MATERIALIZED\s+VIEW|DATABASE)\s+(?:IF\s+NOT\s+EXISTS\s+)?"
@@ -495,3 +498,96 @@ DEAD_LETTERS = TableSpec(
     ),
     dead_letter_row,
 )  # fmt: skip
+
+
+# ---- profiles and audiences (0010_profiles.sql) ----------------------------------------
+
+#: The tables ``journeys forget`` also erases a person from.
+PROFILE_TABLES = ("persons", "segment_membership", "audience_changes")
+
+_PERSON_COUNTS = (
+    "email_opens", "email_clicks", "sms_clicks", "push_opens", "app_screens", "store_visits",
+    "qr_scans", "wifi_logins", "orders",
+)  # fmt: skip
+
+
+def person_row(rec: dict[str, Any], _p: int, _o: int, _now: datetime) -> tuple[Any, ...]:
+    merged = _s(rec.get("merged_into"))
+    return (
+        rec["person_id"],
+        rec["as_of"],
+        rec["first_seen"],
+        rec["last_seen"],
+        dict(rec.get("channels") or {}),
+        dict(rec.get("devices") or {}),
+        dict(rec.get("platforms") or {}),
+        *(int(rec.get(name) or 0) for name in _PERSON_COUNTS),
+        float(rec.get("revenue") or 0.0),
+        float(rec.get("average_order_value") or 0.0),
+        float(rec.get("purchase_frequency") or 0.0),
+        float(rec.get("mean_days_between_orders") or 0.0),
+        rec.get("last_purchase"),
+        int(rec.get("bopis_orders") or 0),
+        _s(rec.get("preferred_channel")),
+        1 if rec.get("app_user") else 0,
+        int(rec.get("cart_items") or 0),
+        float(rec.get("cart_value") or 0.0),
+        rec.get("cart_since"),
+        _s(rec.get("lifecycle_stage")),
+        list(rec.get("segments") or []),
+        merged,
+        int(rec["version"]),
+        1 if merged else 0,
+    )
+
+
+PERSONS = TableSpec(
+    "persons",
+    (
+        "person_id", "as_of", "first_seen", "last_seen", "channels", "devices", "platforms",
+        *_PERSON_COUNTS, "revenue", "average_order_value", "purchase_frequency",
+        "mean_days_between_orders", "last_purchase", "bopis_orders", "preferred_channel",
+        "app_user", "cart_items", "cart_value", "cart_since", "lifecycle_stage", "segments",
+        "merged_into", "version", "is_deleted",
+    ),
+    person_row,
+)  # fmt: skip
+
+
+def membership_row(rec: dict[str, Any], _p: int, _o: int, _now: datetime) -> tuple[Any, ...]:
+    entered = str(rec["change"]) == "ENTERED"
+    return (
+        rec["person_id"],
+        rec["segment"],
+        1 if entered else 0,
+        rec["entered_at"],
+        None if entered else rec["at"],
+        _s(rec.get("reason")),
+        int(rec["version"]),
+    )
+
+
+SEGMENT_MEMBERSHIP = TableSpec(
+    "segment_membership",
+    ("person_id", "segment", "is_member", "entered_at", "exited_at", "reason", "version"),
+    membership_row,
+)
+
+
+def audience_change_row(rec: dict[str, Any], _p: int, _o: int, _now: datetime) -> tuple[Any, ...]:
+    return (
+        rec["person_id"],
+        rec["segment"],
+        str(rec["change"]),
+        rec["at"],
+        rec["entered_at"],
+        _s(rec.get("reason")),
+        int(rec["version"]),
+    )
+
+
+AUDIENCE_CHANGES = TableSpec(
+    "audience_changes",
+    ("person_id", "segment", "change", "at", "entered_at", "reason", "version"),
+    audience_change_row,
+)

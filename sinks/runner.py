@@ -30,11 +30,15 @@ from pipeline.settings import Settings
 from pipeline.topics import CONTROL_HEADER, Topics
 from sinks.clickhouse import (
     ATTRIBUTION,
+    AUDIENCE_CHANGES,
     DEAD_LETTERS,
     IDENTITIES_COLUMNS,
     IDENTITY_MERGES,
     JOURNEYS,
     MODEL_COLUMNS,
+    PERSONS,
+    PROFILE_TABLES,
+    SEGMENT_MEMBERSHIP,
     SHARDED_TABLES,
     TOUCHPOINTS,
     LockedClient,
@@ -122,6 +126,8 @@ class ClickHouseSink:
             topics.attribution.name: "AttributionCredit",
             topics.attribution_models.name: "AttributionModel",
             topics.dead_letters.name: "DeadLetter",
+            topics.profiles.name: "PersonProfile",
+            topics.audiences.name: "AudienceChange",
         }
         self.consumer = consumer or Consumer(
             {
@@ -178,6 +184,7 @@ class ClickHouseSink:
             "Journey": JOURNEYS,
             "AttributionCredit": ATTRIBUTION,
             "DeadLetter": DEAD_LETTERS,
+            "PersonProfile": PERSONS,
         }
         for msg in batch:
             topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
@@ -202,6 +209,11 @@ class ClickHouseSink:
                 for row in identity_rows(rec):
                     out["identities"].add(row, topic, partition, offset)
                 continue
+            if schema == "AudienceChange":
+                for spec in (SEGMENT_MEMBERSHIP, AUDIENCE_CHANGES):
+                    row = spec.row(rec, partition, offset, now)
+                    out[spec.table].add(row, topic, partition, offset)
+                continue
             if schema == "AttributionModel":
                 for row in model_rows(rec):
                     out["attribution_models"].add(row, topic, partition, offset)
@@ -218,6 +230,7 @@ class ClickHouseSink:
         return {
             s.table: s.columns
             for s in (TOUCHPOINTS, IDENTITY_MERGES, JOURNEYS, ATTRIBUTION, DEAD_LETTERS)
+            + (PERSONS, SEGMENT_MEMBERSHIP, AUDIENCE_CHANGES)
         }[table]
 
     def _write(self, batch: list[Any], stop: threading.Event) -> None:
@@ -264,7 +277,7 @@ class ClickHouseSink:
         persons = [person, *(str(r[0]) for r in rows if r[0])]
         where = "person_id IN {ps:Array(String)}"
         on = f" ON CLUSTER {self.cluster}" if self.cluster else ""
-        for table in ("touchpoints", "journeys", "attribution", "identities"):
+        for table in ("touchpoints", "journeys", "attribution", "identities", *PROFILE_TABLES):
             self.client.command(f"DELETE FROM {db}.{table}{on} WHERE {where}", {"ps": persons})
         self.client.command(
             f"DELETE FROM {db}.identity_merges{on} WHERE {where} "

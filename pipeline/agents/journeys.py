@@ -51,6 +51,7 @@ from pipeline.core.journeys import (
 )
 from pipeline.core.model import Touchpoint, to_millis
 from pipeline.core.paths import PathRow, PathStats
+from pipeline.core.profiles import classify
 from pipeline.serde import AvroSerde, SerdeError
 from pipeline.topics import (
     CONTROL_HEADER,
@@ -191,6 +192,7 @@ class JourneyStep:
         self._encode_path = serde.encoder("ClosedPath")
         self._encode_credit = serde.encoder("AttributionCredit")
         self._encode_dead = serde.encoder("DeadLetter")
+        self._encode_signal = serde.encoder("PersonSignal")
 
     def _dead(self, error: str, value: bytes, topic: str, partition: int, offset: int) -> Out:
         log.warning("%s[%d]@%d: %s", topic, partition, offset, error)
@@ -274,6 +276,10 @@ class JourneyStep:
         route = route_key(rec.get("identifiers") or (), self.identity_rules)
         result = self.builder.apply(state, tp, watermark, route)
         out += [self._dead(reason, value, topic, partition, offset) for _tp, reason in result.late]
+        signal = None if result.late or result.duplicates else classify(tp)
+        if signal is not None:  # a cart, order, engagement, app or store event: for profiles
+            record = self._encode_signal(signal.to_record())
+            out.append(Out(self.topics.person_signals.name, tp.person_id.encode(), record))
         closed = list(result.closed)
         if result.closed or not result.duplicates and not result.late:
             self._store(tp.person_id, result.state, partition)

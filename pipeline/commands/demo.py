@@ -24,6 +24,11 @@ SELECT channel,
 FROM {db}.attribution_current
 GROUP BY channel ORDER BY linear DESC
 """
+SEGMENTS_SQL = """
+SELECT segment, countIf(is_member = 1) AS members, count() AS ever
+FROM {db}.segment_membership FINAL
+GROUP BY segment ORDER BY members DESC, segment
+"""
 CHANNEL_SQL = """
 SELECT channel, count() AS touchpoints, uniqExact(person_id) AS persons,
        countIf(event_type IN ('order_completed', 'purchase', 'store_purchase',
@@ -137,6 +142,9 @@ def run(args: argparse.Namespace) -> int:
             columns, rows = service.query(CHANNEL_SQL.format(db=db))
             credit = _settled(lambda: service.sink.stats.rows["attribution"])
             credit_columns, credit_rows = service.query(CREDIT_SQL.format(db=db))
+            segment_rows: list = []
+            if cfg.audiences and _settled(lambda: service.sink.stats.rows["segment_membership"]):
+                segment_rows = service.query(SEGMENTS_SQL.format(db=db))[1]
             # Our own SQL on the sink's client: no read-only setting here, since chDB keeps
             # settings per client and the sink's inserts must stay possible.
             report = fetch_report(service.client.raw_query, db)
@@ -157,7 +165,14 @@ def run(args: argparse.Namespace) -> int:
             credits.add_column(col, justify="left" if col == "channel" else "right", no_wrap=True)
         for row in credit_rows:
             credits.add_row(*(str(v) for v in row))
-        out.print(credits)
+        segments = Table(title="Segments: members now (ever)")
+        segments.add_column("segment", no_wrap=True)
+        segments.add_column("members", justify="right")
+        for name, members, ever in segment_rows:
+            segments.add_row(str(name), f"{members:,} ({ever:,})")
+        from rich.columns import Columns
+
+        out.print(Columns([credits, segments]) if segment_rows else credits)
     console.print(
         f"{stats.records:,} records in: {stored:,} touchpoints + {dead:,} dead letters "
         f"({time.monotonic() - started:.0f}s)."

@@ -18,9 +18,10 @@ The e-mail address or phone number is hashed here, as the connectors hash it; on
 hash leaves this process. The request goes to the identity owner through Kafka, so the
 worker and the sink must be running (`journeys run`). The owner erases the person's
 identifiers from the identity graph and tombstones its key in the compacted
-identity-changes topic; the journey stage drops the person's state; the sink deletes the
-person's rows (and those of persons it absorbed) from touchpoints, journeys,
-attribution, identities and identity_merges with lightweight deletes, and the dead
+identity-changes topic; the journey stage and the audiences agent drop the person's
+state; the sink deletes the person's rows (and those of persons it absorbed) from
+touchpoints, journeys, attribution, identities, identity_merges, persons,
+segment_membership and audience_changes with lightweight deletes, and the dead
 letters that hold one of its hashed e-mails or phones. The command then prints what was
 removed, table by table.
 """
@@ -32,6 +33,9 @@ TABLES = (
     ("attribution", "person_id"),
     ("identities", "person_id"),
     ("identity_merges", "person_id"),
+    ("persons", "person_id"),
+    ("segment_membership", "person_id"),
+    ("audience_changes", "person_id"),
 )
 
 

@@ -10,8 +10,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "worker",
         help="run the stream processors (Faust worker)",
         description="Run one worker (a Faust worker whose batch engine runs the identity, "
-        "journey and model-learning stages): it consumes journeys.touchpoints and produces "
-        "the derived topics. Start several (each with its own JOURNEYS_DATA_DIR) to share the "
+        "journey and model-learning stages, and whose Faust agent keeps profiles and audiences): "
+        "it consumes journeys.touchpoints and produces the derived topics. Start several "
+        "(each with its own JOURNEYS_DATA_DIR) to share the "
         "partitions: they join the consumer group <JOURNEYS_WORKER_ID>-engine. Needs a broker "
         "on JOURNEYS_KAFKA_BOOTSTRAP. With JOURNEYS_METRICS_PORT set it serves Prometheus "
         "metrics on /metrics (docs/metrics.md).",

@@ -67,6 +67,15 @@ ORDER BY day, channel
 """
 
 
+SEGMENTS_SQL = """
+SELECT segment, countIf(is_member = 1) AS members, count() AS memberships,
+       countIf(is_member = 0) AS exits
+FROM {db}.segment_membership FINAL
+GROUP BY segment
+ORDER BY members DESC, segment
+"""
+
+
 class ReportError(RuntimeError):
     """The report's data could not be read or understood."""
 
@@ -94,6 +103,14 @@ class Daily:
     revenue: float
 
 
+@dataclass(frozen=True, slots=True)
+class SegmentSize:
+    segment: str
+    members: int  # in the segment now
+    memberships: int  # entries ever (a person may enter again after an exit)
+    exits: int
+
+
 @dataclass
 class ReportData:
     model: str = "linear"
@@ -112,6 +129,7 @@ class ReportData:
     paths: list[PathCount] = field(default_factory=list)
     hours: list[tuple[int, int]] = field(default_factory=list)
     daily: list[Daily] = field(default_factory=list)
+    segments: list[SegmentSize] = field(default_factory=list)
 
     def channels(self) -> list[str]:
         """Channels by the credit the report's model gives them, largest first."""
@@ -197,6 +215,15 @@ def fetch_report(
             _float(r["revenue"]),
         )
         for r in rows(DAILY_SQL)
+    ]
+    data.segments = [
+        SegmentSize(
+            r["segment"],
+            int(_float(r["members"])),
+            int(_float(r["memberships"])),
+            int(_float(r["exits"])),
+        )
+        for r in rows(SEGMENTS_SQL)
     ]
     return data
 

@@ -77,6 +77,18 @@ def _revenue_table(data: ReportData, channels: list[str], models: list[str]) -> 
     return f"<table><thead><tr><th>channel</th>{head}</tr></thead><tbody>{rows}</tbody></table>"
 
 
+def _segments_table(data: ReportData) -> str:
+    if not data.segments:
+        return '<p class="note">No segment memberships yet.</p>'
+    rows = "".join(
+        f"<tr><td>{escape(s.segment)}</td><td>{s.members:,}</td><td>{s.memberships:,}</td>"
+        f"<td>{s.exits:,}</td></tr>"
+        for s in data.segments
+    )
+    head = "<th>segment</th><th>members now</th><th>entries ever</th><th>exits</th>"
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+
+
 def render_html(data: ReportData, title: str = "Journeys attribution report") -> str:
     """The whole report as one HTML document."""
     channels = data.channels()
@@ -180,6 +192,14 @@ conversion. Band width is conversions; a band starts at the touch it leaves.{tru
 <p class="note">Conversions per day of conversion (UTC), credited by {escape(data.model)}.</p>
 {daily_svg}
 {charts.legend_html(colours, daily_channels)}
+</section>
+
+<section>
+<h2>Segments</h2>
+<p class="note">Persons in each segment now (<code>segment_membership FINAL</code>, is_member =
+1), memberships ever entered, and exits. Lifecycle stages and segments are declared in the
+rules file (<code>[segments]</code>).</p>
+{_segments_table(data)}
 </section>
 
 <footer>Generated {escape(data.generated_at.strftime("%Y-%m-%d %H:%M UTC"))} by

@@ -119,6 +119,18 @@ def daily_table(data: ReportData) -> Table:
     return table
 
 
+def segments_table(data: ReportData) -> Table:
+    table = Table(title="Segments (members now)", header_style="bold")
+    table.add_column("segment", no_wrap=True)
+    table.add_column("members", justify="right")
+    table.add_column("entries ever", justify="right")
+    table.add_column("", no_wrap=True)
+    peak = max((s.members for s in data.segments), default=0)
+    for s in data.segments:
+        table.add_row(s.segment, f"{s.members:,}", f"{s.memberships:,}", bar(s.members, peak, 16))
+    return table
+
+
 def render_terminal(data: ReportData, console: Console) -> None:
     """Print the report to *console*."""
     head = Text.assemble(
@@ -140,5 +152,6 @@ def render_terminal(data: ReportData, console: Console) -> None:
             distribution_table("Path length of converting journeys", lengths, "touches"),
             distribution_table("Time to convert", times, "first touch to conversion"),
             daily_table(data),
+            *([segments_table(data)] if data.segments else []),
         )
     )

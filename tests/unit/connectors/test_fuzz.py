@@ -212,6 +212,7 @@ def _csv_base(path: Path) -> dict[str, str]:
 CSV_BASES = {
     "pos": _csv_base(FIXTURES / "pos" / "transactions.csv"),
     "ads": _csv_base(FIXTURES / "ads" / "clicks.csv"),
+    "store_signals": _csv_base(FIXTURES / "store_signals" / "signals.csv"),
 }
 
 # ---- one collector for the whole test, and what it publishes ---------------------------

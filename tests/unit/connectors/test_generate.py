@@ -27,6 +27,7 @@ FILES = (
     "pos.csv",
     "ads.csv",
     "interactions.jsonl",
+    "store_signals.csv",
 )
 
 
