@@ -86,5 +86,6 @@ def test_poison_becomes_dead_letters_and_the_worker_goes_on(tmp_path: Path) -> N
     }
     assert {tp.event_id for tp in events[6:]} <= routed
     assert "ev-huge" not in routed
-    assert worker.engine.counters.dead_letters >= 4
+    # Two snapshots and the 2 MB event; the corrupt journey state is the stage's own.
+    assert worker.engine.counters.dead_letters >= 3
     assert isinstance(worker.engine.dead_letter, DeadLetters)
