@@ -7,7 +7,8 @@
 --                                      counts as converted after clicking
 -- Grain: one row per messaging channel (email, sms). Message counts (delivered, opens,
 --   clicks) come from the SendGrid and Twilio events; the person funnel counts persons
---   (after identity merges) who were delivered, opened, clicked, and converted within
+--   (after identity merges: the survivor of the latest merge that absorbed the event's
+--   person, chosen by time, then id, never arbitrarily) who were delivered, opened, clicked, and converted within
 --   window_days of their first click; linear_conversions and last_touch_conversions are
 --   the credit the channel earns (opens and deliveries are not touches, clicks are).
 -- FINAL: needed on touchpoints and journeys (ReplacingMergeTree: at-least-once delivery
@@ -16,7 +17,7 @@
 WITH
     merged AS
     (
-        SELECT absorbed_person_id AS old_id, any(person_id) AS new_id
+        SELECT absorbed_person_id AS old_id, argMax(person_id, (at, person_id)) AS new_id
         FROM journeys.identity_merges FINAL
         WHERE kind = 'MERGE'
         GROUP BY old_id

@@ -29,6 +29,44 @@ class SinkError(RuntimeError):
     """ClickHouse cannot be reached, migrated or written to."""
 
 
+#: The read-only profile of analysts' reads: ``journeys query``, ``journeys report`` and
+#: the query endpoint of the process that owns chDB all send these settings, and only
+#: these (docs/performance.md explains each). ``readonly`` comes last so that the others
+#: are set before it locks the session.
+#:
+#: * ``do_not_merge_across_partitions_select_final``: FINAL merges within a partition
+#:   only, so a date filter prunes partitions. Exact because every version and duplicate
+#:   of a row shares its partition: each partition key is a function of columns that
+#:   never change for the row's ORDER BY key (``PARTITION_KEYS``, tested).
+#: * ``use_skip_indexes_if_final`` with ``use_skip_indexes_if_final_exact_mode = 0``:
+#:   a person lookup under FINAL reads the granules the ``person_id`` bloom filter
+#:   picks. A touchpoint or journey forwarded to a merge survivor may then still show
+#:   under the absorbed person (docs/analysts.md). ClickHouse 25.3 has no exact mode
+#:   (its skip indexes under FINAL are never expanded), so unknown settings are left out.
+ANALYST_SETTINGS: dict[str, Any] = {
+    "do_not_merge_across_partitions_select_final": 1,
+    "use_skip_indexes_if_final": 1,
+    "use_skip_indexes_if_final_exact_mode": 0,
+    "readonly": 1,
+}
+
+#: Partitioned ReplacingMergeTree tables: ``table -> (partition column, why it is fixed
+#: for the table's ORDER BY key)``. Every version and duplicate of a row lands in the
+#: partition of its first write, which ``do_not_merge_across_partitions_select_final``
+#: relies on (tests/unit/test_partition_keys.py checks the DDL against this table, the
+#: query tests check the data).
+PARTITION_KEYS: dict[str, tuple[str, str]] = {
+    "touchpoints": ("occurred_at", "the event's own time; event_id is derived from the event"),
+    "identity_merges": ("at", "the time of the change; change_id hashes the change"),
+    "journeys": (
+        "ended_at",
+        "the conversion's event time (journey_id derives from the conversion event); a "
+        "null journey is closed once, at its last touch",
+    ),
+    "attribution": ("converted_at", "the conversion's event time, part of the key's event"),
+}
+
+
 def _scrub(text: str, url: str) -> str:
     """*text* (a driver's error, say) without the password of *url*, wherever it appears."""
     try:
@@ -69,6 +107,11 @@ class LockedClient:
         with self.lock:
             result = self.client.query(sql, parameters=parameters, settings=settings)
             return list(result.column_names), list(result.result_rows)
+
+    def analyst_settings(self) -> dict[str, Any]:
+        """:data:`ANALYST_SETTINGS` without the ones this server does not know (25.3)."""
+        known = getattr(self.client, "server_settings", None) or {}
+        return {k: v for k, v in ANALYST_SETTINGS.items() if not known or k in known}
 
     def raw_query(self, sql: str, settings: dict[str, Any] | None = None) -> bytes:
         with self.lock:
@@ -124,6 +167,23 @@ def connect(url: str, database: str | None = None) -> LockedClient:
             f"cannot open ClickHouse at {redact_url(url)}: {_scrub(str(exc), url)}"
         ) from exc
     return LockedClient(client, url)
+
+
+def connect_reader(url: str, database: str | None = None) -> LockedClient:
+    """A client for a reader that opens the data itself (``journeys query`` with no owner).
+
+    Opening a chDB path starts the engine, and with it the scheduler of refreshable
+    materialized views: the reader stops them at once, so that only the process that
+    writes (the sink) refreshes ``daily_channel_credit`` and a query does not compete
+    with a refresh it would cancel at exit. A server's views are left alone.
+    """
+    client = connect(url, database)
+    if url.startswith("chdb://"):
+        try:
+            client.command("SYSTEM STOP VIEWS")
+        except Exception as exc:  # noqa: BLE001 - an engine without refreshable views
+            log.debug("SYSTEM STOP VIEWS: %s", exc)
+    return client
 
 
 # ---- migrations ---------------------------------------------------------------------
@@ -198,10 +258,13 @@ def load_migrations() -> list[Migration]:
     return out
 
 
-def migrate(client: LockedClient, database: str, cluster: str | None = None) -> list[str]:
+def migrate(
+    client: LockedClient, database: str, cluster: str | None = None, before: int | None = None
+) -> list[str]:
     """Apply the migrations not yet recorded in ``{database}.schema_migrations``.
 
-    Idempotent; returns the names applied now. A recorded migration whose file has
+    Idempotent; returns the names applied now (with *before*, only those numbered
+    below it: the tests migrate a populated older schema). A recorded migration whose file has
     changed since is an error: write a new migration instead. With *cluster*
     (``JOURNEYS_CLICKHOUSE_CLUSTER``) every statement runs ``ON CLUSTER`` with replicated
     engines, and ``<table>_all`` Distributed tables are created over the data tables.
@@ -219,6 +282,8 @@ def migrate(client: LockedClient, database: str, cluster: str | None = None) -> 
     applied = {int(r[0]): str(r[1]) for r in rows}
     done = []
     for mig in load_migrations():
+        if before is not None and mig.version >= before:
+            continue
         if mig.version in applied:
             if applied[mig.version] != mig.checksum:
                 raise SinkError(
