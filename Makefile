@@ -10,7 +10,7 @@ SQL    ?= SELECT channel, count() AS touchpoints FROM journeys.touchpoints FINAL
 
 .DEFAULT_GOAL := help
 .PHONY: help install test test-unit test-integration lint format demo run broker worker sink \
-        migrate replay replay-sample generate query up down logs bench clean
+        migrate replay replay-sample generate query up down logs bench bench-queries clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-17s %s\n",$$1,$$2}'
@@ -95,6 +95,12 @@ bench: $(STAMP) ## throughput vs the bare pipe, latency, attribution, memory -> 
 	-@$(BIN)/python -c "import ChannelAttribution, pandas" >/dev/null 2>&1 && test -x $(BIN)/py-spy \
 		|| $(BIN)/python -m pip install --quiet -e ".[bench]"
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# bench-queries: a year of data generated in-engine (10M touchpoints; TOUCHPOINTS=1000000
+# for a quicker run), each analyst query's query time and `journeys query` time.
+TOUCHPOINTS ?= 10000000
+bench-queries: $(STAMP) ## analysts' queries at a year of data, query and CLI time -> bench/results.json
+	$(BIN)/python -m bench.queries --touchpoints $(TOUCHPOINTS) $(BENCH_QUERIES_ARGS)
 
 clean: ## remove local state (var/) and caches, keep .venv
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -132,7 +132,7 @@ def _rows(client: LockedClient, sql: str, settings: dict[str, Any]) -> list[list
     return [line.split("\t") for line in body.splitlines()]
 
 
-def _same(a: str, b: str) -> bool:
+def same_cell(a: str, b: str) -> bool:
     """Equal cells; numbers may differ by one unit of their rounding (float sums)."""
     if a == b:
         return True
@@ -158,7 +158,7 @@ def _compare(
         for row_a, row_b in zip(before[1:], after[1:], strict=True):
             for name, a, b in zip(before[0], row_a, row_b, strict=True):
                 if name not in skip:
-                    assert _same(a, b), f"{new.name} {values}: {name} {a!r} -> {b!r}"
+                    assert same_cell(a, b), f"{new.name} {values}: {name} {a!r} -> {b!r}"
 
 
 @pytest.mark.parametrize("name", [qf.name for qf in load_query_files(QUERIES)])
