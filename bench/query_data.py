@@ -3,11 +3,12 @@
 ``make bench-queries`` times the analyst queries on this set. Everything is computed
 from ``numbers()`` with hashes, so the same size gives the same rows, and nothing passes
 through Python. At the default 10M touchpoints it holds about 1.67M journeys (12%
-converted, 5% of those with a superseded version), 4.8M attribution rows, 2.75M
-identities and 3% redelivered touchpoints (the older copy still under the person a
-merge absorbed). Touchpoints come in slots of six per journey: the journey's touches,
-then e-mail/SMS deliveries and opens, then the conversion (an online order, 20% of them
-collected in a store, or a store purchase) when the journey converts.
+converted, 5% of those with a superseded version that credited one touch more), 4.8M
+attribution rows, 2.75M identities and 3% redelivered touchpoints (the older copy still
+under the person a merge absorbed). Touchpoints come in slots of six per journey: the
+journey's touches, then e-mail/SMS deliveries and opens or web page views, then the
+conversion (an online order, 20% of them collected in a store, or a store purchase)
+when the journey converts.
 """
 
 from __future__ import annotations
@@ -123,7 +124,8 @@ FROM
 
 def journeys_sql(db: str, first: int, count: int, persons: int, old: bool = False) -> str:
     """``INSERT`` of journeys ``first .. first+count``, or with *old* of the superseded
-    first versions of 5% of the converted ones (one touch fewer)."""
+    first versions of 5% of the converted ones (one touch more, which the new version
+    drops: its credit rows must leave attribution_current)."""
     j = journey_exprs("j")
     ids = f"arrayMap(i -> {event_id('j * 6 + i')}, range(k))"
     chans = f"arrayMap(i -> {channel('j * 6 + i')}, range(k))"
@@ -150,7 +152,7 @@ SELECT
 FROM
 (
     SELECT j, tc, converted, start, gap, version,
-           toUInt64(if(version = 1 AND superseded, greatest(tc, 2) - 1, tc)) AS k
+           toUInt64(if(version = 1 AND superseded, least(tc + 1, 5), tc)) AS k
     FROM
     (
         SELECT j, {j["tc"]} AS tc, {j["converted"]} AS converted, {j["start"]} AS start,

@@ -269,7 +269,8 @@ SHARDED_TABLES: dict[str, str] = {
     "attribution_models": "model",
 }
 _CREATE = re.compile(
-    r"^(CREATE\s+(?:TABLE|VIEW|MATERIALIZED\s+VIEW|DATABASE)\s+(?:IF\s+NOT\s+EXISTS\s+)?"
+    r"^(CREATE\s+(?:OR\s+REPLACE\s+)?(?:TABLE|VIEW|MATERIALIZED\s+VIEW|DATABASE)\s+"
+    r"(?:IF\s+NOT\s+EXISTS\s+)?"
     r"[\w.]+)",
     re.IGNORECASE,
 )

@@ -99,6 +99,49 @@ def test_the_projection_covers_every_part_and_serves_person_lookups(db: dict[str
     assert ids.strip()
 
 
+OLD_CURRENT = (
+    "SELECT * FROM journeys.attribution FINAL WHERE (conversion_event_id, version) IN "
+    "(SELECT conversion_event_id, max(version) FROM journeys.attribution "
+    "GROUP BY conversion_event_id) ORDER BY ALL FORMAT TSV"
+)
+
+
+def test_attribution_current_keeps_the_rows_of_its_old_definition(db: dict[str, Any]) -> None:
+    """0008 finds each conversion's latest version in attribution_reattributed (filled
+    from the populated table, then by every insert) instead of all of attribution."""
+    client: LockedClient = db["client"]
+    new = client.raw_query("SELECT * FROM journeys.attribution_current ORDER BY ALL FORMAT TSV")
+    assert new == client.raw_query(OLD_CURRENT)
+    _, rows = client.query_rows(
+        "SELECT (SELECT count() FROM journeys.attribution FINAL), "
+        "(SELECT count() FROM journeys.attribution_current), "
+        "(SELECT count() FROM journeys.attribution_reattributed)"
+    )
+    final, current, reattributed = (int(x) for x in rows[0])
+    assert reattributed > 0 and final > current  # superseded rows FINAL keeps are dropped
+    # a new version written after the migration goes through the view
+    _, one = client.query_rows(
+        "SELECT conversion_event_id, journey_id, person_id, converted_at "
+        "FROM journeys.attribution WHERE version = 1 ORDER BY ALL LIMIT 1"
+    )
+    event, journey, person, at = one[0]
+    columns = ("conversion_event_id", "journey_id", "person_id", "model", "channel", "credit",
+               "revenue_credit", "converted_at", "version")  # fmt: skip
+    client.insert(
+        "attribution",
+        [(event, journey, person, "linear", "sms", 1.0, 10.0, at, 7)],
+        columns,
+        "journeys",
+    )
+    new = client.raw_query("SELECT * FROM journeys.attribution_current ORDER BY ALL FORMAT TSV")
+    assert new == client.raw_query(OLD_CURRENT)
+    _, mine = client.query_rows(
+        "SELECT model, channel, version FROM journeys.attribution_current "
+        f"WHERE conversion_event_id = '{event}'"
+    )
+    assert [tuple(r) for r in mine] == [("linear", "sms", 7)]
+
+
 def _exact_lookup(person: str) -> str:
     """docs/analysts.md: one person's touchpoints, exact, through the projection."""
     return (
