@@ -5,7 +5,8 @@ Three steps, each in its own process (one process may open a chDB path at a time
 1. ``--step generate`` migrates a fresh chDB path and fills it in-engine
    (:mod:`bench.query_data`, 10M touchpoints by default), then refreshes
    ``daily_channel_credit`` as the sink would.
-2. ``--step time`` opens it, times every ``queries/*.sql`` (default parameters, and one
+2. ``--step time`` opens it, lets background merges finish and stops them (the parts
+   stay as they are), then times every ``queries/*.sql`` (default parameters, and one
    month where the query takes since/until) plus the README's examples and the person
    lookups: the median of ``--repeat`` runs with the analysts' settings. It then serves
    the read-only endpoint, as ``journeys run`` does, and times ``journeys query`` through
@@ -94,6 +95,23 @@ def step_generate(path: Path, touchpoints: int) -> dict[str, Any]:
         client.close()
 
 
+def _settle(client: Any, limit_s: float = 600.0) -> dict[str, Any]:
+    """Let background merges finish (a year of data has long settled into few parts per
+    partition), then stop them so that every query sees the same parts."""
+    started = time.monotonic()
+    while time.monotonic() - started < limit_s:
+        _, rows = client.query_rows("SELECT count() FROM system.merges")
+        if int(rows[0][0]) == 0:
+            break
+        time.sleep(2)
+    client.command("SYSTEM STOP MERGES")
+    _, rows = client.query_rows(
+        f"SELECT table, count() FROM system.parts WHERE database = '{DB}' AND active "
+        "GROUP BY table ORDER BY table"
+    )
+    return {"waited_s": round(time.monotonic() - started, 1), **{str(t): int(n) for t, n in rows}}
+
+
 def _cli(args: list[str], env: dict[str, str]) -> float:
     started = time.monotonic()
     done = subprocess.run(  # noqa: S603 - our own interpreter and module
@@ -120,8 +138,9 @@ def step_time(path: Path, repeat: int) -> dict[str, Any]:
 
     client = connect(_url(path))
     client.command("SYSTEM STOP VIEWS")  # the data is fixed: no refresh during the timing
+    settled = _settle(client)
     settings = client.analyst_settings()
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"_parts": settled}
     try:
         for name, _args, sql in _cases():
             times, rows = [], 0
@@ -179,8 +198,9 @@ def main() -> int:
         if args.reuse and args.path.exists()
         else _child("generate", args.path, "--touchpoints", str(args.touchpoints))
     )
-    print(f"[bench-queries] {gen}; timing the queries", flush=True)
+    print(f"[bench-queries] {gen}; settling merges, then timing the queries", flush=True)
     timings = _child("time", args.path, "--repeat", str(args.repeat))
+    parts = timings.pop("_parts")
     for name, cli_args, _sql in _cases():
         timings[name]["cli_s"] = round(
             statistics.median(_cli(cli_args, _env(args.path)) for _ in range(args.repeat)), 3
@@ -192,6 +212,7 @@ def main() -> int:
         "started": started,
         "touchpoints": args.touchpoints,
         "generated": gen,
+        "active_parts": parts,
         "machine": machine(),
         "repeat": args.repeat,
         "limits": {"query_s": QUERY_LIMIT_S, "cli_s": CLI_LIMIT_S},
