@@ -8,7 +8,9 @@ Three steps, each in its own process (one process may open a chDB path at a time
 2. ``--step time`` opens it, lets background merges finish and stops them (the parts
    stay as they are), then times every ``queries/*.sql`` (default parameters, and one
    month where the query takes since/until) plus the README's examples and the person
-   lookups: the median of ``--repeat`` runs with the analysts' settings. It then serves
+   lookups: the median of ``--repeat`` runs with the analysts' settings, in wall time and
+   in CPU time of the process (``query_cpu_s``, both cores together: less moved by
+   other load on a shared machine). It then serves
    the read-only endpoint, as ``journeys run`` does, and times ``journeys query`` through
    it (``cli_owner_s``).
 3. The parent times ``journeys query`` opening the data itself (``cli_s``), and merges
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -95,6 +98,12 @@ def step_generate(path: Path, touchpoints: int) -> dict[str, Any]:
         client.close()
 
 
+def _cpu_s() -> float:
+    """CPU seconds of this process (chDB runs in it): a figure other load moves less."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _settle(client: Any, limit_s: float = 600.0) -> dict[str, Any]:
     """Let background merges finish (a year of data has long settled into few parts per
     partition), then stop them so that every query sees the same parts."""
@@ -106,10 +115,14 @@ def _settle(client: Any, limit_s: float = 600.0) -> dict[str, Any]:
         time.sleep(2)
     client.command("SYSTEM STOP MERGES")
     _, rows = client.query_rows(
-        f"SELECT table, count() FROM system.parts WHERE database = '{DB}' AND active "
+        f"SELECT table, count(), sum(rows) FROM system.parts WHERE database = '{DB}' AND active "
         "GROUP BY table ORDER BY table"
     )
-    return {"waited_s": round(time.monotonic() - started, 1), **{str(t): int(n) for t, n in rows}}
+    return {
+        "waited_s": round(time.monotonic() - started, 1),
+        "parts": {str(t): int(n) for t, n, _r in rows},
+        "rows": {str(t): int(r) for t, _n, r in rows},
+    }
 
 
 def _cli(args: list[str], env: dict[str, str]) -> float:
@@ -143,13 +156,18 @@ def step_time(path: Path, repeat: int) -> dict[str, Any]:
     out: dict[str, Any] = {"_parts": settled}
     try:
         for name, _args, sql in _cases():
-            times, rows = [], 0
+            times, cpu, rows = [], [], 0
             for _ in range(repeat):
-                started = time.monotonic()
+                started, cpu_started = time.monotonic(), _cpu_s()
                 body = client.raw_query(sql + "\nFORMAT TSV", settings=settings)
                 times.append(time.monotonic() - started)
+                cpu.append(_cpu_s() - cpu_started)
                 rows = body.count(b"\n")
-            out[name] = {"query_s": round(statistics.median(times), 3), "rows": rows}
+            out[name] = {
+                "query_s": round(statistics.median(times), 3),
+                "query_cpu_s": round(statistics.median(cpu), 3),
+                "rows": rows,
+            }
         server = QueryServer(client, _url(path))
         server.start()
         try:
@@ -192,12 +210,10 @@ def main() -> int:
         print(json.dumps(step_time(args.path, args.repeat)))
         return 0
     started = now_iso()
-    print(f"[bench-queries] generating {args.touchpoints:,} touchpoints in {args.path}", flush=True)
-    gen = (
-        {}
-        if args.reuse and args.path.exists()
-        else _child("generate", args.path, "--touchpoints", str(args.touchpoints))
-    )
+    gen: dict[str, Any] = {}
+    if not (args.reuse and args.path.exists()):
+        print(f"[bench-queries] generating {args.touchpoints:,} touchpoints", flush=True)
+        gen = _child("generate", args.path, "--touchpoints", str(args.touchpoints))
     print(f"[bench-queries] {gen}; settling merges, then timing the queries", flush=True)
     timings = _child("time", args.path, "--repeat", str(args.repeat))
     parts = timings.pop("_parts")
@@ -225,9 +241,10 @@ def main() -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(data, indent=2) + "\n")
     width = max(len(n) for n in timings)
-    print(f"{'query':<{width}}  query_s  cli_owner_s  cli_s  rows")
+    print(f"{'query':<{width}}  query_s  cpu_s  cli_owner_s  cli_s  rows")
     for name, t in timings.items():
-        times = f"{t['query_s']:7.3f}  {t['cli_owner_s']:11.3f}  {t['cli_s']:5.2f}"
+        times = f"{t['query_s']:7.3f}  {t['query_cpu_s']:5.2f}  {t['cli_owner_s']:11.3f}"
+        times += f"  {t['cli_s']:5.2f}"
         print(f"{name:<{width}}  {times}  {t['rows']}")
     print(f"[bench-queries] over the limits: {slow or 'none'}; wrote {args.out}", flush=True)
     return 0
