@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import atexit
+import functools
 import re
 import sys
+from typing import Any
 
 from pipeline.commands._common import fail, settings
 
@@ -65,20 +68,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+@functools.cache
+def _reader(url: str, database: str) -> tuple[Any, dict[str, Any]]:
+    """One read-only client per process and URL (``journeys report`` sends several
+    queries: the engine opens once), with the analysts' settings; closed at exit."""
+    from sinks.clickhouse import connect_reader
+
+    client = connect_reader(url, database)
+    atexit.register(client.close)
+    return client, client.analyst_settings()
+
+
 def run_sql(sql: str) -> bytes:
     """The raw result of *sql* in the format its FORMAT clause names, read-only."""
-    from sinks.clickhouse import connect_reader
     from sinks.query_server import find_owner, remote_query
 
     cfg = settings()
     port = find_owner(cfg.clickhouse_url)
     if port is not None:
         return remote_query(port, sql)
-    client = connect_reader(cfg.clickhouse_url, cfg.clickhouse_database)
-    try:
-        return client.raw_query(sql, settings=client.analyst_settings())
-    finally:
-        client.close()
+    client, analyst = _reader(cfg.clickhouse_url, cfg.clickhouse_database)
+    data: bytes = client.raw_query(sql, settings=analyst)
+    return data
 
 
 def run(args: argparse.Namespace) -> int:
