@@ -15,7 +15,9 @@
 -- FINAL: needed on journeys (ReplacingMergeTree by version). The touchpoints subqueries
 --   only build sets of event ids, where duplicate rows change nothing, so they skip FINAL.
 --   The set of web/app touches is built only from the touches of store conversions, not
---   from every web and app event.
+--   from every web and app event, matched by their 64-bit hash (cheaper to look up than
+--   the string): a collision would only add an event id no journey holds, as the set is
+--   then tested with the touch's own id.
 SELECT
     if(online_touches = 0, '(no online touch)', last_channel) AS last_online_channel,
     count() AS store_conversions,
@@ -45,9 +47,9 @@ FROM
                 SELECT event_id
                 FROM journeys.touchpoints
                 WHERE source = 'segment'
-                  AND event_id IN
+                  AND cityHash64(event_id) IN
                       (
-                          SELECT arrayJoin(touch_event_ids)
+                          SELECT cityHash64(arrayJoin(touch_event_ids))
                           FROM journeys.journeys
                           WHERE converted
                             AND conversion_event_id IN
