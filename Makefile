@@ -10,7 +10,7 @@ SQL    ?= SELECT channel, count() AS touchpoints FROM journeys.touchpoints FINAL
 
 .DEFAULT_GOAL := help
 .PHONY: help install test test-unit test-integration lint format demo run broker worker sink \
-        migrate replay replay-sample generate query up down logs bench clean \
+        migrate replay replay-sample generate query up down logs bench bench-queries clean \
         status clean-data
 
 help: ## list the targets
@@ -102,6 +102,12 @@ status: $(STAMP) ## where the local data lives, its size, and what runs
 
 clean-data: $(STAMP) ## remove all local data (broker topics, worker state, ClickHouse, demo) for good
 	$(BIN)/journeys reset --yes
+
+# bench-queries: a year of data generated in-engine (10M touchpoints; TOUCHPOINTS=1000000
+# for a quicker run), each analyst query's query time and `journeys query` time.
+TOUCHPOINTS ?= 10000000
+bench-queries: $(STAMP) ## analysts' queries at a year of data, query and CLI time -> bench/results.json
+	$(BIN)/python -m bench.queries --touchpoints $(TOUCHPOINTS) $(BENCH_QUERIES_ARGS)
 
 clean: ## remove local state (var/) and caches, keep .venv
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache .hypothesis

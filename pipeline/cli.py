@@ -40,7 +40,8 @@ examples:
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command, or of *only* that one (fast start: its imports only)."""
     parser = argparse.ArgumentParser(
         prog="journeys",
         description="Cross-channel customer journeys: stitch identities, build journeys, "
@@ -50,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMANDS:
+    for name in COMMANDS if only not in COMMANDS else (only,):
         module = importlib.import_module(f"pipeline.commands.{name}")
         module.register(sub)
     return parser
@@ -66,8 +67,18 @@ def setup_logging(verbose: bool = False) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def _command(argv: list[str]) -> str | None:
+    """The command named in *argv*, if the options before it are the global ones."""
+    for arg in argv:
+        if arg in ("-v", "--verbose"):
+            continue
+        return arg if arg in COMMANDS else None
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(_command(argv))
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
     code: int = args.func(args)

@@ -8,39 +8,39 @@
 --   minus what last_touch credits; it sums to 0 over the channels of a model, and
 --   moved_share is the share of all conversions moved into (+) or out of (-) the channel.
 -- FINAL: not written here: attribution_current reads attribution FINAL and keeps only
---   the latest version of each conversion.
-WITH
-    credit AS
+--   the latest version of each conversion. One read of attribution_current: the credit
+--   per (model, channel) is gathered per channel into arrays, every model present is
+--   joined back, and last_touch is looked up in the same arrays.
+SELECT
+    model,
+    channel,
+    round(credits[indexOf(models, model)], 2) AS credit,
+    round(lt_credit, 2) AS last_touch_credit,
+    round(credits[indexOf(models, model)] - lt_credit, 2) AS delta_vs_last_touch,
+    round(100 * (credits[indexOf(models, model)] - lt_credit) / nullIf(lt_credit, 0), 1)
+        AS delta_pct,
+    round(100 * (credits[indexOf(models, model)] - lt_credit) / nullIf(lt_total, 0), 1)
+        AS moved_share,
+    round(revenues[indexOf(models, model)] - lt_revenue, 2) AS revenue_delta
+FROM
+(
+    SELECT
+        channel,
+        groupArray(model) AS models,
+        groupArray(credit) AS credits,
+        groupArray(revenue) AS revenues,
+        credits[indexOf(models, 'last_touch')] AS lt_credit,
+        revenues[indexOf(models, 'last_touch')] AS lt_revenue,
+        sum(lt_credit) OVER () AS lt_total,
+        groupUniqArrayArray(groupArray(model)) OVER () AS all_models
+    FROM
     (
         SELECT model, channel, sum(credit) AS credit, sum(revenue_credit) AS revenue
         FROM journeys.attribution_current
         WHERE toDate(converted_at) >= {since:Date} AND toDate(converted_at) < {until:Date}
         GROUP BY model, channel
-    ),
-    grid AS
-    (
-        SELECT m.model AS model, c.channel AS channel
-        FROM (SELECT DISTINCT model FROM credit) AS m
-        CROSS JOIN (SELECT DISTINCT channel FROM credit) AS c
-    ),
-    last_touch AS
-    (
-        SELECT channel, credit, revenue FROM credit WHERE model = 'last_touch'
-    ),
-    total AS
-    (
-        SELECT sum(credit) AS conversions FROM last_touch
     )
-SELECT
-    g.model AS model,
-    g.channel AS channel,
-    round(cr.credit, 2) AS credit,
-    round(lt.credit, 2) AS last_touch_credit,
-    round(cr.credit - lt.credit, 2) AS delta_vs_last_touch,
-    round(100 * (cr.credit - lt.credit) / nullIf(lt.credit, 0), 1) AS delta_pct,
-    round(100 * (cr.credit - lt.credit) / nullIf((SELECT conversions FROM total), 0), 1) AS moved_share,
-    round(cr.revenue - lt.revenue, 2) AS revenue_delta
-FROM grid AS g
-LEFT JOIN credit AS cr ON cr.model = g.model AND cr.channel = g.channel
-LEFT JOIN last_touch AS lt ON lt.channel = g.channel
-ORDER BY g.model, delta_vs_last_touch DESC, g.channel
+    GROUP BY channel
+)
+ARRAY JOIN all_models AS model
+ORDER BY model, delta_vs_last_touch DESC, channel

@@ -7,16 +7,22 @@
 --                                      counts as converted after clicking
 -- Grain: one row per messaging channel (email, sms). Message counts (delivered, opens,
 --   clicks) come from the SendGrid and Twilio events; the person funnel counts persons
---   (after identity merges) who were delivered, opened, clicked, and converted within
---   window_days of their first click; linear_conversions and last_touch_conversions are
---   the credit the channel earns (opens and deliveries are not touches, clicks are).
--- FINAL: needed on touchpoints and journeys (ReplacingMergeTree: at-least-once delivery
---   leaves duplicates until merges), and on identity_merges; attribution is read through
---   attribution_current, which needs none.
+--   (after identity merges: the survivor of the latest merge that absorbed the event's
+--   person, chosen by time, then id, never arbitrarily) who were delivered, opened,
+--   clicked, and converted within window_days of their first click; linear_conversions
+--   and last_touch_conversions are the credit the channel earns (opens and deliveries
+--   are not touches, clicks are).
+-- FINAL: needed on journeys and identity_merges (ReplacingMergeTree: at-least-once
+--   delivery leaves duplicates until merges); attribution is read through
+--   attribution_current, which needs none. Touchpoints are deduplicated by hand instead
+--   of FINAL, which would read every row's person before filtering: the rows of one
+--   event_id differ only in person_id (a touchpoint forwarded to a merge survivor) and
+--   the ingestion columns, so the filter may run first, and each event keeps the person
+--   of its newest row, as FINAL would.
 WITH
     merged AS
     (
-        SELECT absorbed_person_id AS old_id, any(person_id) AS new_id
+        SELECT absorbed_person_id AS old_id, argMax(person_id, (at, person_id)) AS new_id
         FROM journeys.identity_merges FINAL
         WHERE kind = 'MERGE'
         GROUP BY old_id
@@ -24,14 +30,24 @@ WITH
     events AS
     (
         SELECT
-            t.channel AS channel,
-            if(m.new_id != '', m.new_id, t.person_id) AS person,
-            t.event_type AS event_type,
-            t.occurred_at AS at
-        FROM journeys.touchpoints AS t FINAL
-        LEFT JOIN merged AS m ON m.old_id = t.person_id
-        WHERE t.channel IN ('email', 'sms') AND t.source IN ('sendgrid', 'twilio')
-          AND toDate(t.occurred_at) >= {since:Date} AND toDate(t.occurred_at) < {until:Date}
+            t.event_channel AS channel,
+            if(m.new_id != '', m.new_id, t.event_person) AS person,
+            t.kind AS event_type,
+            t.at AS at
+        FROM
+        (
+            SELECT
+                event_id,
+                min(channel) AS event_channel,
+                argMax(person_id, (ingested_at, person_id)) AS event_person,
+                min(event_type) AS kind,
+                min(occurred_at) AS at
+            FROM journeys.touchpoints
+            WHERE channel IN ('email', 'sms') AND source IN ('sendgrid', 'twilio')
+              AND toDate(occurred_at) >= {since:Date} AND toDate(occurred_at) < {until:Date}
+            GROUP BY event_id
+        ) AS t
+        LEFT JOIN merged AS m ON m.old_id = t.event_person
     ),
     per_person AS
     (

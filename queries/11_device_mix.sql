@@ -9,40 +9,52 @@
 --   ('(none)' for store, marketplace and server-side orders). conversions sums to the
 --   converted journeys.
 -- FINAL: needed on journeys (ReplacingMergeTree by version). Device types are looked up
---   with any() per event id, which duplicates cannot change.
-WITH
-    conv AS
-    (
-        SELECT journey_id, conversion_event_id, revenue, touch_count, touch_event_ids
-        FROM journeys.journeys FINAL
-        WHERE converted
-          AND toDate(ended_at) >= {since:Date} AND toDate(ended_at) < {until:Date}
-    ),
-    device AS
-    (
-        SELECT event_id, any(device_type) AS device
-        FROM journeys.touchpoints
-        WHERE device_type != ''
-          AND event_id IN (SELECT arrayJoin(arrayPushBack(touch_event_ids, conversion_event_id)) FROM conv)
-        GROUP BY event_id
-    ),
-    touch_devices AS
-    (
-        SELECT c.journey_id AS journey_id, arraySort(groupUniqArray(d.device)) AS devices
-        FROM conv AS c
-        ARRAY JOIN c.touch_event_ids AS touch_id
-        INNER JOIN device AS d ON d.event_id = touch_id
-        GROUP BY journey_id
-    )
+--   with max() per event id, which duplicates cannot change, only for the event ids of
+--   converted journeys (the set is built from journeys without FINAL: older versions
+--   only add ids that nothing joins), matched by their 64-bit hash, which is cheaper to
+--   look up than the string: the join on event_id is exact, so a hash collision only
+--   adds a row that joins nothing. One read of touchpoints.
 SELECT
-    if(empty(td.devices), '(none)', arrayStringConcat(td.devices, ' + ')) AS touch_devices,
-    if(cd.device = '', '(none)', cd.device) AS conversion_device,
+    if(empty(devices), '(none)', arrayStringConcat(devices, ' + ')) AS touch_devices,
+    if(conversion_device_type = '', '(none)', conversion_device_type) AS conversion_device,
     count() AS conversions,
     round(100 * conversions / sum(conversions) OVER (), 1) AS pct,
-    round(avg(c.touch_count), 2) AS avg_touches,
-    round(sum(c.revenue), 2) AS revenue
-FROM conv AS c
-LEFT JOIN touch_devices AS td ON td.journey_id = c.journey_id
-LEFT JOIN device AS cd ON cd.event_id = c.conversion_event_id
+    round(avg(touches), 2) AS avg_touches,
+    round(sum(order_revenue), 2) AS revenue
+FROM
+(
+    SELECT
+        c.journey_id AS journey_id,
+        any(c.touch_count) AS touches,
+        any(c.revenue) AS order_revenue,
+        arraySort(groupUniqArrayIf(d.device, NOT c.is_conversion AND d.device != ''))
+            AS devices,
+        maxIf(d.device, c.is_conversion) AS conversion_device_type
+    FROM
+    (
+        SELECT journey_id, revenue, touch_count, event_id, is_conversion
+        FROM journeys.journeys FINAL
+        ARRAY JOIN
+            arrayPushBack(touch_event_ids, conversion_event_id) AS event_id,
+            arrayPushBack(arrayMap(x -> 0, touch_event_ids), 1) AS is_conversion
+        WHERE converted
+          AND toDate(ended_at) >= {since:Date} AND toDate(ended_at) < {until:Date}
+    ) AS c
+    LEFT JOIN
+    (
+        SELECT event_id, max(device_type) AS device
+        FROM journeys.touchpoints
+        WHERE device_type != ''
+          AND cityHash64(event_id) IN
+              (
+                  SELECT cityHash64(arrayJoin(arrayPushBack(touch_event_ids, conversion_event_id)))
+                  FROM journeys.journeys
+                  WHERE converted
+                    AND toDate(ended_at) >= {since:Date} AND toDate(ended_at) < {until:Date}
+              )
+        GROUP BY event_id
+    ) AS d ON d.event_id = c.event_id
+    GROUP BY journey_id
+)
 GROUP BY touch_devices, conversion_device
 ORDER BY conversions DESC, touch_devices, conversion_device

@@ -6,13 +6,16 @@
 -- Grain: one row per customer type. A conversion is 'new' when it is the person's first
 --   conversion in ClickHouse (earlier conversions before since still make a later one
 --   'returning'); persons are resolved through identity merges (one level: the survivor
---   of the merge that absorbed the journey's person). conversions sums to the converted
---   journeys.
+--   of the latest merge that absorbed the journey's person, chosen by time, then id,
+--   never arbitrarily). conversions sums to the converted journeys. top_first_channels and
+--   top_last_channels are the three channels that open (close) most of the type's
+--   conversions, counted exactly, ties by name (topK was approximate and broke ties
+--   arbitrarily).
 -- FINAL: needed on journeys (ReplacingMergeTree by version) and identity_merges.
 WITH
     merged AS
     (
-        SELECT absorbed_person_id AS old_id, any(person_id) AS new_id
+        SELECT absorbed_person_id AS old_id, argMax(person_id, (at, person_id)) AS new_id
         FROM journeys.identity_merges FINAL
         WHERE kind = 'MERGE'
         GROUP BY old_id
@@ -40,8 +43,12 @@ SELECT
     round(avg(order_revenue), 2) AS avg_order_value,
     round(avg(touch_count), 2) AS avg_touches,
     round(avg(days), 2) AS avg_days_to_convert,
-    arrayStringConcat(topK(3)(path[1]), ', ') AS top_first_channels,
-    arrayStringConcat(topK(3)(path[-1]), ', ') AS top_last_channels
+    arrayStringConcat(arraySlice(arraySort((c, n) -> (-n, c),
+        mapKeys(sumMap(map(path[1], toUInt64(1)))),
+        mapValues(sumMap(map(path[1], toUInt64(1))))), 1, 3), ', ') AS top_first_channels,
+    arrayStringConcat(arraySlice(arraySort((c, n) -> (-n, c),
+        mapKeys(sumMap(map(path[-1], toUInt64(1)))),
+        mapValues(sumMap(map(path[-1], toUInt64(1))))), 1, 3), ', ') AS top_last_channels
 FROM conv
 WHERE toDate(converted_at) >= {since:Date} AND toDate(converted_at) < {until:Date}
 GROUP BY customer

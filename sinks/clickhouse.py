@@ -29,6 +29,44 @@ class SinkError(RuntimeError):
     """ClickHouse cannot be reached, migrated or written to."""
 
 
+#: The read-only profile of analysts' reads: ``journeys query``, ``journeys report`` and
+#: the query endpoint of the process that owns chDB all send these settings, and only
+#: these (docs/performance.md explains each). ``readonly`` comes last so that the others
+#: are set before it locks the session.
+#:
+#: * ``do_not_merge_across_partitions_select_final``: FINAL merges within a partition
+#:   only, so a date filter prunes partitions. Exact because every version and duplicate
+#:   of a row shares its partition: each partition key is a function of columns that
+#:   never change for the row's ORDER BY key (``PARTITION_KEYS``, tested).
+#: * ``use_skip_indexes_if_final`` with ``use_skip_indexes_if_final_exact_mode = 0``:
+#:   a person lookup under FINAL reads the granules the ``person_id`` bloom filter
+#:   picks. A touchpoint or journey forwarded to a merge survivor may then still show
+#:   under the absorbed person (docs/analysts.md). ClickHouse 25.3 has no exact mode
+#:   (its skip indexes under FINAL are never expanded), so unknown settings are left out.
+ANALYST_SETTINGS: dict[str, Any] = {
+    "do_not_merge_across_partitions_select_final": 1,
+    "use_skip_indexes_if_final": 1,
+    "use_skip_indexes_if_final_exact_mode": 0,
+    "readonly": 1,
+}
+
+#: Partitioned ReplacingMergeTree tables: ``table -> (partition column, why it is fixed
+#: for the table's ORDER BY key)``. Every version and duplicate of a row lands in the
+#: partition of its first write, which ``do_not_merge_across_partitions_select_final``
+#: relies on (tests/unit/test_partition_keys.py checks the DDL against this table, the
+#: query tests check the data).
+PARTITION_KEYS: dict[str, tuple[str, str]] = {
+    "touchpoints": ("occurred_at", "the event's own time; event_id is derived from the event"),
+    "identity_merges": ("at", "the time of the change; change_id hashes the change"),
+    "journeys": (
+        "ended_at",
+        "the conversion's event time (journey_id derives from the conversion event); a "
+        "null journey is closed once, at its last touch",
+    ),
+    "attribution": ("converted_at", "the conversion's event time, part of the key's event"),
+}
+
+
 def _scrub(text: str, url: str) -> str:
     """*text* (a driver's error, say) without the password of *url*, wherever it appears."""
     try:
@@ -69,6 +107,17 @@ class LockedClient:
         with self.lock:
             result = self.client.query(sql, parameters=parameters, settings=settings)
             return list(result.column_names), list(result.result_rows)
+
+    def analyst_settings(self) -> dict[str, Any]:
+        """:data:`ANALYST_SETTINGS` without those this server does not know (25.3), nor
+        those the user may not change (a readonly profile carries its own: the compose
+        file's ``analyst`` profile sets the same values)."""
+        known = getattr(self.client, "server_settings", None) or {}
+        return {
+            k: v
+            for k, v in ANALYST_SETTINGS.items()
+            if not known or (k in known and not getattr(known[k], "readonly", False))
+        }
 
     def raw_query(self, sql: str, settings: dict[str, Any] | None = None) -> bytes:
         with self.lock:
@@ -126,6 +175,67 @@ def connect(url: str, database: str | None = None) -> LockedClient:
     return LockedClient(client, url)
 
 
+class ChdbReader:
+    """A one-shot read-only session on a chDB path, without clickhouse-connect.
+
+    ``journeys query`` opening the data itself pays for every import and query before
+    its own: chDB directly saves clickhouse-connect's import and its read of
+    ``system.settings`` (about 0.3 s of a one-second budget).
+    """
+
+    def __init__(self, url: str) -> None:
+        import chdb
+
+        path = Path(url[len("chdb://") :]).expanduser().resolve()
+        path.mkdir(parents=True, exist_ok=True)
+        try:
+            self.conn = chdb.connect(str(path))
+        except Exception as exc:  # noqa: BLE001 - chDB raises several types
+            raise SinkError(f"cannot open ClickHouse at {redact_url(url)}: {exc}") from exc
+        self.url = url
+        self._set: dict[str, Any] = {}
+
+    def command(self, sql: str) -> None:
+        self.conn.query(sql, "TabSeparated")
+
+    def analyst_settings(self) -> dict[str, Any]:
+        names = ", ".join(f"'{name}'" for name in ANALYST_SETTINGS)
+        body = self.raw_query(f"SELECT name FROM system.settings WHERE name IN ({names})")
+        known = set(body.decode().split())
+        return {k: v for k, v in ANALYST_SETTINGS.items() if k in known}
+
+    def raw_query(self, sql: str, settings: dict[str, Any] | None = None) -> bytes:
+        for name, value in (settings or {}).items():
+            if self._set.get(name) != value:  # once: readonly=1 then forbids changes
+                self.command(f"SET {name} = {value!r}")
+                self._set[name] = value
+        data: bytes = self.conn.query(sql, "TabSeparated").bytes()
+        return data
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def connect_reader(url: str, database: str | None = None) -> LockedClient | ChdbReader:
+    """A client for a reader that opens the data itself (``journeys query`` with no owner).
+
+    Opening a chDB path starts the engine, and with it the scheduler of refreshable
+    materialized views and background merges: the reader stops both at once, for its own
+    process, so that only the process that writes (the sink) refreshes
+    ``daily_channel_credit`` and merges, and a query competes with neither. A server is
+    reached through :func:`connect`, and its views and merges are left alone.
+    """
+    if not url.startswith("chdb://"):
+        return connect(url, database)
+    reader = ChdbReader(url)
+    for statement in ("SYSTEM STOP VIEWS", "SYSTEM STOP MERGES"):
+        try:
+            reader.command(statement)
+        except Exception as exc:  # noqa: BLE001 - an engine without refreshable views
+            log.debug("%s: %s", statement, exc)
+    return reader
+
+
 # ---- migrations ---------------------------------------------------------------------
 
 
@@ -162,7 +272,8 @@ SHARDED_TABLES: dict[str, str] = {
     "audience_changes": "person_id",
 }
 _CREATE = re.compile(
-    r"^(CREATE\s+(?:TABLE|VIEW|MATERIALIZED\s+VIEW|DATABASE)\s+(?:IF\s+NOT\s+EXISTS\s+)?"
+    r"^(CREATE\s+(?:OR\s+REPLACE\s+)?(?:TABLE|VIEW|MATERIALIZED\s+VIEW|DATABASE)\s+"
+    r"(?:IF\s+NOT\s+EXISTS\s+)?"
     r"[\w.]+)",
     re.IGNORECASE,
 )
@@ -204,10 +315,13 @@ def load_migrations() -> list[Migration]:
     return out
 
 
-def migrate(client: LockedClient, database: str, cluster: str | None = None) -> list[str]:
+def migrate(
+    client: LockedClient, database: str, cluster: str | None = None, before: int | None = None
+) -> list[str]:
     """Apply the migrations not yet recorded in ``{database}.schema_migrations``.
 
-    Idempotent; returns the names applied now. A recorded migration whose file has
+    Idempotent; returns the names applied now (with *before*, only those numbered
+    below it: the tests migrate a populated older schema). A recorded migration whose file has
     changed since is an error: write a new migration instead. With *cluster*
     (``JOURNEYS_CLICKHOUSE_CLUSTER``) every statement runs ``ON CLUSTER`` with replicated
     engines, and ``<table>_all`` Distributed tables are created over the data tables.
@@ -225,6 +339,8 @@ def migrate(client: LockedClient, database: str, cluster: str | None = None) -> 
     applied = {int(r[0]): str(r[1]) for r in rows}
     done = []
     for mig in load_migrations():
+        if before is not None and mig.version >= before:
+            continue
         if mig.version in applied:
             if applied[mig.version] != mig.checksum:
                 raise SinkError(

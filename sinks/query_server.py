@@ -23,7 +23,6 @@ from sinks.clickhouse import LockedClient, SinkError
 
 log = logging.getLogger(__name__)
 
-READONLY = {"readonly": 1}
 MAX_SQL_BYTES = 1_000_000
 
 
@@ -76,6 +75,7 @@ class QueryServer:
 
     def __init__(self, client: LockedClient, chdb_url: str, port: int = 0) -> None:
         self.client = client
+        self.settings = client.analyst_settings()  # the read-only profile, one place
         self.owner = owner_file(chdb_url)
         server_self = self
 
@@ -87,7 +87,7 @@ class QueryServer:
                     return
                 sql = self.rfile.read(length).decode("utf-8", "replace")
                 try:
-                    body = server_self.client.raw_query(sql, settings=READONLY)
+                    body = server_self.client.raw_query(sql, settings=server_self.settings)
                     status = 200
                 except Exception as exc:  # noqa: BLE001 - report any engine error to the caller
                     body, status = str(exc).encode(), 400
