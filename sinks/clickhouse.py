@@ -59,9 +59,11 @@ PARTITION_KEYS: dict[str, tuple[str, str]] = {
     "touchpoints": ("occurred_at", "the event's own time; event_id is derived from the event"),
     "identity_merges": ("at", "the time of the change; change_id hashes the change"),
     "journeys": (
-        "ended_at",
-        "the conversion's event time (journey_id derives from the conversion event); a "
-        "null journey is closed once, at its last touch",
+        "if(converted = 1, ended_at, started_at)",
+        "a converted journey's id derives from its conversion event, whose time is ended_at; "
+        "a null path's id derives from its first touch, whose time is started_at (a late "
+        "event may revise or retract a null path, never move its first touch: that is "
+        "another journey id), migration 0009",
     ),
     "attribution": ("converted_at", "the conversion's event time, part of the key's event"),
 }

@@ -74,6 +74,5 @@ CREATE TABLE IF NOT EXISTS {db}.audience_changes
     version     UInt64
 )
 ENGINE = ReplacingMergeTree(version)
-PARTITION BY toYYYYMM(at)
 ORDER BY (segment, person_id, version)
 SETTINGS non_replicated_deduplication_window = 10000;

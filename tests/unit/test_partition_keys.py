@@ -30,7 +30,9 @@ def _tables() -> dict[str, tuple[str, str | None]]:
             if match is None:
                 continue
             part = re.search(r"PARTITION BY\s+(.+?)\s*\n", match.group("rest") + "\n")
-            out[match.group(1)] = (match.group("engine"), part.group(1) if part else None)
+            # A table rebuilt as <name>_v2 and exchanged (0005, 0009) is <name> from then on.
+            name = re.sub(r"_v2$", "", match.group(1))
+            out[name] = (match.group("engine"), part.group(1) if part else None)
     return out
 
 
