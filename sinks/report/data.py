@@ -76,6 +76,15 @@ ORDER BY members DESC, segment
 """
 
 
+BOTS_SQL = f"""
+SELECT source, count() AS events, countIf(is_bot) AS bots
+FROM {{db}}.touchpoints FINAL
+WHERE {_DATES.format(col="occurred_at")}
+GROUP BY source
+ORDER BY source
+"""
+
+
 class ReportError(RuntimeError):
     """The report's data could not be read or understood."""
 
@@ -111,6 +120,17 @@ class SegmentSize:
     exits: int
 
 
+@dataclass(frozen=True, slots=True)
+class BotShare:
+    source: str
+    events: int  # touchpoints stored
+    bots: int  # of which flagged is_bot (kept out of journeys and attribution)
+
+    @property
+    def share(self) -> float:
+        return self.bots / self.events if self.events else 0.0
+
+
 @dataclass
 class ReportData:
     model: str = "linear"
@@ -130,6 +150,7 @@ class ReportData:
     hours: list[tuple[int, int]] = field(default_factory=list)
     daily: list[Daily] = field(default_factory=list)
     segments: list[SegmentSize] = field(default_factory=list)
+    bots: list[BotShare] = field(default_factory=list)
 
     def channels(self) -> list[str]:
         """Channels by the credit the report's model gives them, largest first."""
@@ -224,6 +245,10 @@ def fetch_report(
             int(_float(r["exits"])),
         )
         for r in rows(SEGMENTS_SQL)
+    ]
+    data.bots = [
+        BotShare(r["source"], int(_float(r["events"])), int(_float(r["bots"])))
+        for r in rows(BOTS_SQL)
     ]
     return data
 

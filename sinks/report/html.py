@@ -89,6 +89,18 @@ def _segments_table(data: ReportData) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
 
 
+def _bots_table(data: ReportData) -> str:
+    if not data.bots:
+        return '<p class="note">No touchpoints in this period.</p>'
+    rows = "".join(
+        f"<tr><td>{escape(b.source)}</td><td>{b.events:,}</td><td>{b.bots:,}</td>"
+        f"<td>{100 * b.share:.1f}%</td></tr>"
+        for b in data.bots
+    )
+    head = "<th>source</th><th>touchpoints</th><th>bots</th><th>share</th>"
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+
+
 def render_html(data: ReportData, title: str = "Journeys attribution report") -> str:
     """The whole report as one HTML document."""
     channels = data.channels()
@@ -200,6 +212,14 @@ conversion. Band width is conversions; a band starts at the touch it leaves.{tru
 1), memberships ever entered, and exits. Lifecycle stages and segments are declared in the
 rules file (<code>[segments]</code>).</p>
 {_segments_table(data)}
+</section>
+
+<section>
+<h2>Bots by source</h2>
+<p class="note">Touchpoints flagged <code>is_bot</code> (crawlers and bots recognised from the
+user agent, docs/sources.md): stored, but kept out of journeys, attribution and the learned
+models.</p>
+{_bots_table(data)}
 </section>
 
 <footer>Generated {escape(data.generated_at.strftime("%Y-%m-%d %H:%M UTC"))} by

@@ -131,6 +131,17 @@ def segments_table(data: ReportData) -> Table:
     return table
 
 
+def bots_table(data: ReportData) -> Table:
+    table = Table(title="Bots by source (stored, kept out of journeys)", header_style="bold")
+    table.add_column("source", no_wrap=True)
+    table.add_column("touchpoints", justify="right")
+    table.add_column("bots", justify="right")
+    table.add_column("share", justify="right")
+    for b in data.bots:
+        table.add_row(b.source, f"{b.events:,}", f"{b.bots:,}", f"{100 * b.share:.1f}%")
+    return table
+
+
 def render_terminal(data: ReportData, console: Console) -> None:
     """Print the report to *console*."""
     head = Text.assemble(
@@ -153,5 +164,6 @@ def render_terminal(data: ReportData, console: Console) -> None:
             distribution_table("Time to convert", times, "first touch to conversion"),
             daily_table(data),
             *([segments_table(data)] if data.segments else []),
+            *([bots_table(data)] if data.bots else []),
         )
     )

@@ -386,10 +386,16 @@ def test_report_reads_through_the_query_route(pipeline: PipelineRun, tmp_path: P
 
     data = fetch_report(runner, pipeline.settings.clickhouse_database)
     assert data.conversions == pipeline.counts["converted"]
+    # the bot share per source (issue 13): every touchpoint counted once, bots among them
+    stored = pipeline.scalar("SELECT count() FROM {db}.touchpoints FINAL")
+    assert sum(b.events for b in data.bots) == int(stored)
+    flagged = pipeline.scalar("SELECT countIf(is_bot) FROM {db}.touchpoints FINAL")
+    assert sum(b.bots for b in data.bots) == int(flagged)
     assert sum(c.credit for c in data.credit if c.model == "linear") == pytest.approx(
         pipeline.counts["converted"], abs=1e-6
     )
     html = render_html(data)
+    assert "Bots by source" in html
     out = tmp_path / "report.html"
     out.write_text(html, encoding="utf-8")
     assert "<script" not in html and "http://" not in html.replace("http://www.w3.org", "")
