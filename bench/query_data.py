@@ -108,6 +108,8 @@ SELECT
     if(event_type = 'purchase',
        map('sales_channel', 'online', 'fulfillment', if({pickup}, 'pickup', 'shipping')),
        map()) AS properties,
+    false AS is_bot,
+    map() AS consent,
     toUInt32(n % 12) AS kafka_partition,
     n AS kafka_offset,
     received_at + toIntervalSecond(copy * 60) AS ingested_at
@@ -131,7 +133,9 @@ def journeys_sql(db: str, first: int, count: int, persons: int, old: bool = Fals
     chans = f"arrayMap(i -> {channel('j * 6 + i')}, range(k))"
     times = "arrayMap(i -> start + toIntervalSecond(i * gap), range(k))"
     return f"""
-INSERT INTO {db}.journeys
+INSERT INTO {db}.journeys (journey_id, person_id, started_at, ended_at, converted,
+    conversion_event_id, revenue, path, touch_event_ids, touch_times, touch_count, hops,
+    days_to_convert, version)
 SELECT
     {j["journey_id"]} AS journey_id,
     {j["person"].format(persons=persons)} AS person_id,
@@ -205,7 +209,7 @@ def identity_sql(db: str, persons: int) -> list[str]:
 INSERT INTO {db}.identities
 SELECT type, if(type = 'email_sha256', lower(hex(SHA256(concat('p', toString(p))))),
                 concat(substring(type, 1, 1), toString(p))),
-       concat('p', toString(p)), 'bench', toDateTime64('{START}', 3, 'UTC'), 0
+       concat('p', toString(p)), 'bench', toDateTime64('{START}', 3, 'UTC'), 0, 0
 FROM (SELECT number AS p FROM numbers({persons}))
 ARRAY JOIN ['anonymous_id', 'email_sha256', 'device_id'] AS type
 """,

@@ -31,6 +31,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMappi
 from typing import Any
 
 from connectors.publisher import dead_letter_record
+from pipeline.agents import faust_fixes
 from pipeline.agents.engine import Stage
 from pipeline.agents.messages import Out
 from pipeline.agents.output import OutputProducer
@@ -533,6 +534,7 @@ def register_audience_agents(
     the app's Kafka consumer and producer (for the agents only: the batch engine keeps
     its own clients). With ``JOURNEYS_AUDIENCES=false`` only the user's agents are added,
     and Kafka stays off when there are none."""
+    faust_fixes.apply()  # table recovery on the embedded broker (see the module)
     if not settings.audiences and not settings.agent_modules.strip():
         return None
     app.boot_strategy.enable_kafka = True

@@ -204,7 +204,7 @@ def _compare(
                     assert same_cell(a, b), f"{new.name} {values}: {name} {a!r} -> {b!r}"
 
 
-@pytest.mark.parametrize("name", [qf.name for qf in load_query_files(QUERIES)])
+@pytest.mark.parametrize("name", [qf.name for qf in load_query_files(BEFORE)])
 def test_each_query_answers_as_before(db: dict[str, Any], name: str) -> None:
     client: LockedClient = db["client"]
     client.command("SYSTEM REFRESH VIEW journeys.daily_channel_credit_mv")
