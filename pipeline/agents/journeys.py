@@ -342,6 +342,16 @@ class JourneyStep:
             return [self._dead(f"{control!r} control: {exc}", value, topic, partition, offset)]
         return [self._dead(f"unknown control {control!r}", value, topic, partition, offset)]
 
+    def _handover(self, person: str, payload: dict[str, Any]) -> Out:
+        """A hand-over control to *person*'s partition (their state joins *person*)."""
+        body = json.dumps(payload, separators=(",", ":")).encode()
+        return Out(
+            self.topics.person_touchpoints.name,
+            person.encode(),
+            body,
+            ((CONTROL_HEADER, HANDOVER_CONTROL),),
+        )
+
     def _forward(self, person: str) -> tuple[str | None, int]:
         """The person *person* was absorbed into, and the identity version of that merge."""
         raw = self.states.get(FORWARD_KEY.format(person=person))
@@ -369,14 +379,7 @@ class JourneyStep:
         if raw is not None:
             del self.states[absorbed]
         payload = {"survivor": survivor, "absorbed": absorbed, "state": raw, "version": version}
-        return [
-            Out(
-                self.topics.person_touchpoints.name,
-                survivor.encode(),
-                json.dumps(payload, separators=(",", ":")).encode(),
-                ((CONTROL_HEADER, HANDOVER_CONTROL),),
-            )
-        ]
+        return [self._handover(survivor, payload)]
 
     def _move(self, change: dict[str, Any], partition: int) -> list[Out]:
         """On the partition of the person identifiers moved away from (a re-derived
@@ -408,12 +411,7 @@ class JourneyStep:
         }
         return [
             *self.emit(closed),
-            Out(
-                self.topics.person_touchpoints.name,
-                new.encode(),
-                json.dumps(payload, separators=(",", ":")).encode(),
-                ((CONTROL_HEADER, HANDOVER_CONTROL),),
-            ),
+            self._handover(new, payload),
         ]
 
     def _take_over(self, payload: dict[str, Any], partition: int) -> list[Out]:
@@ -431,14 +429,7 @@ class JourneyStep:
             hops = int(payload.get("hops", 0))
             if hops < MAX_HANDOVER_HOPS:
                 payload = {**payload, "survivor": further, "hops": hops + 1}
-                return [
-                    Out(
-                        self.topics.person_touchpoints.name,
-                        further.encode(),
-                        json.dumps(payload, separators=(",", ":")).encode(),
-                        ((CONTROL_HEADER, HANDOVER_CONTROL),),
-                    )
-                ]
+                return [self._handover(further, payload)]
             log.warning("hand-over to %s went round %d forwards; kept here", survivor, hops)
         if further is not None:
             log.info(
