@@ -66,6 +66,10 @@ PARTITION_KEYS: dict[str, tuple[str, str]] = {
         "another journey id), migration 0009",
     ),
     "attribution": ("converted_at", "the conversion's event time, part of the key's event"),
+    "messaging_events": (
+        "occurred_at",
+        "touchpoints' rows of e-mail and SMS events, migration 0012",
+    ),
 }
 
 
@@ -263,6 +267,7 @@ class Migration:
 #: (same ORDER BY key) must land on the same shard, so the key is the table's own.
 SHARDED_TABLES: dict[str, str] = {
     "touchpoints": "event_id",
+    "messaging_events": "event_id",
     "identities": "identifier_value",
     "identity_merges": "change_id",
     "journeys": "journey_id",

@@ -277,7 +277,14 @@ class ClickHouseSink:
         persons = [person, *(str(r[0]) for r in rows if r[0])]
         where = "person_id IN {ps:Array(String)}"
         on = f" ON CLUSTER {self.cluster}" if self.cluster else ""
-        for table in ("touchpoints", "journeys", "attribution", "identities", *PROFILE_TABLES):
+        for table in (
+            "touchpoints",
+            "messaging_events",
+            "journeys",
+            "attribution",
+            "identities",
+            *PROFILE_TABLES,
+        ):
             self.client.command(f"DELETE FROM {db}.{table}{on} WHERE {where}", {"ps": persons})
         self.client.command(
             f"DELETE FROM {db}.identity_merges{on} WHERE {where} "

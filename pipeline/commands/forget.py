@@ -20,15 +20,16 @@ worker and the sink must be running (`journeys run`). The owner erases the perso
 identifiers from the identity graph and tombstones its key in the compacted
 identity-changes topic; the journey stage and the audiences agent drop the person's
 state; the sink deletes the person's rows (and those of persons it absorbed) from
-touchpoints, journeys, attribution, identities, identity_merges, persons,
-segment_membership and audience_changes with lightweight deletes, and the dead
-letters that hold one of its hashed e-mails or phones. The command then prints what was
-removed, table by table.
+touchpoints (and their e-mail and SMS copy, messaging_events), journeys, attribution,
+identities, identity_merges, persons, segment_membership and audience_changes with
+lightweight deletes, and the dead letters that hold one of its hashed e-mails or
+phones. The command then prints what was removed, table by table.
 """
 
 #: (table, column that names the person)
 TABLES = (
     ("touchpoints", "person_id"),
+    ("messaging_events", "person_id"),
     ("journeys", "person_id"),
     ("attribution", "person_id"),
     ("identities", "person_id"),

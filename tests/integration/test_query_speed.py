@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -157,6 +158,41 @@ def test_attribution_current_keeps_the_rows_of_its_old_definition(db: dict[str, 
         f"WHERE conversion_event_id = '{event}'"
     )
     assert [tuple(r) for r in mine] == [("linear", "sms", 7)]
+
+
+MESSAGING = (
+    "SELECT event_id, source, person_id, channel, event_type, occurred_at FROM journeys.{t} "
+    "FINAL WHERE channel IN ('email', 'sms') AND source IN ('sendgrid', 'twilio') "
+    "ORDER BY ALL FORMAT TSV"
+)
+
+
+def test_messaging_events_mirror_the_email_and_sms_touchpoints(db: dict[str, Any]) -> None:
+    """0012 copies the SendGrid and Twilio rows written before it, and its view every
+    insert after it: the narrow table answers as touchpoints FINAL does, row for row."""
+    client: LockedClient = db["client"]
+    assert "0012_messaging_events.sql" in db["applied"]
+    old = client.raw_query(MESSAGING.format(t="touchpoints"))
+    assert old.count(b"\n") > 1000
+    assert client.raw_query(MESSAGING.format(t="messaging_events")) == old
+    # a newer row of one event (forwarded to another person) and a web event, inserted now
+    _, one = client.query_rows(
+        "SELECT * FROM journeys.touchpoints WHERE source = 'sendgrid' ORDER BY event_id LIMIT 1"
+    )
+    _, names = client.query_rows(
+        "SELECT name FROM system.columns WHERE database = 'journeys' AND table = 'touchpoints' "
+        "ORDER BY position"
+    )
+    columns = [str(r[0]) for r in names]
+    row = dict(zip(columns, one[0], strict=True))
+    forwarded = {**row, "person_id": "p-survivor", "ingested_at": datetime.now(UTC)}
+    web = {**row, "event_id": "web-1", "source": "segment", "channel": "direct"}
+    client.insert(
+        "touchpoints", [tuple(r[c] for c in columns) for r in (forwarded, web)], columns, "journeys"
+    )
+    new = client.raw_query(MESSAGING.format(t="touchpoints"))
+    assert new != old and b"p-survivor" in new
+    assert client.raw_query(MESSAGING.format(t="messaging_events")) == new
 
 
 def _exact_lookup(person: str) -> str:
