@@ -12,8 +12,8 @@
 --   clicked, and converted within window_days of their first click; linear_conversions
 --   and last_touch_conversions are the credit the channel earns (opens and deliveries
 --   are not touches, clicks are).
--- Reads: messaging_events (migration 0012: touchpoints' SendGrid and Twilio rows, six
---   columns, ordered by event_id) with FINAL, which keeps each event's newest row as
+-- FINAL: needed on messaging_events (migration 0012: touchpoints' SendGrid and Twilio
+--   rows, six columns, ordered by event_id), which keeps each event's newest row as
 --   touchpoints FINAL would, merging 3M narrow rows instead of reading 10M event ids;
 --   journeys and identity_merges with FINAL (ReplacingMergeTree: at-least-once delivery
 --   leaves duplicates until merges); the credit from daily_channel_credit (refreshed by
