@@ -400,7 +400,9 @@ class Janitor:
     """Applies ``retention.ms`` to the persistent broker's topics, which Tansu stores
     but does not enforce: every *interval_s*, each partition's record batches older than
     its topic's retention are deleted through the S3 endpoint, except the newest one
-    (it holds the partition's offsets)."""
+    (it holds the partition's offsets). It also cuts the batch engine's changelogs and
+    checkpoint logs below what their last valid snapshots make useless
+    (:func:`pipeline.agents.snapshots.floors`): Tansu has no log compaction."""
 
     def __init__(self, broker: EmbeddedBroker, interval_s: float = 60.0) -> None:
         self.broker = broker
@@ -450,7 +452,69 @@ class Janitor:
         self.deleted += deleted
         if deleted:
             log.info("broker retention: deleted %d expired record batches", deleted)
+        cut = self.cut_snapshotted(cluster, topics)
+        self.deleted += cut
+        return deleted + cut
+
+    def cut_snapshotted(self, cluster: Path, topics: dict[str, Any]) -> int:
+        """Delete the record batches that lie wholly below the floors the engines'
+        checkpoint logs give; returns how many."""
+        from pipeline.agents.snapshots import floors
+
+        deleted = 0
+        for name in sorted(t for t in topics if t.endswith("-engine-checkpoints")):
+            folder = cluster / "topics" / name / "partitions"
+            for partition in sorted(int(p.name) for p in folder.glob("*") if p.name.isdigit()):
+                cuts = floors(self._read(name, partition))
+                for key, floor in cuts.items():
+                    topic, part = (name, partition) if key is None else key
+                    records = cluster / "topics" / topic / "partitions" / f"{part:010d}" / "records"
+                    deleted += self._cut(records, floor)
+        if deleted:
+            log.info("broker compaction: deleted %d record batches below snapshots", deleted)
         return deleted
+
+    def _cut(self, records: Path, floor: int) -> int:
+        batches = sorted(records.glob("*.batch"))
+        deleted = 0
+        for path, after in zip(batches, batches[1:], strict=False):
+            if int(after.stem) > floor:
+                break
+            self._delete(path.relative_to(self.broker.bucket_dir.parent))
+            deleted += 1
+        return deleted
+
+    def _read(self, topic: str, partition: int) -> list[tuple[int, bytes | None, bytes | None]]:
+        """Every record of one partition (up to its high watermark, which may lag: a
+        late view only gives lower floors)."""
+        from confluent_kafka import Consumer, TopicPartition
+
+        consumer = Consumer(
+            {
+                "bootstrap.servers": self.broker.bootstrap,
+                "group.id": "journeys-janitor",
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "log.connection.close": False,
+            }
+        )
+        out: list[tuple[int, bytes | None, bytes | None]] = []
+        try:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+            if high <= low:
+                return out
+            consumer.assign([TopicPartition(topic, partition, low)])
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                for msg in consumer.consume(10_000, timeout=0.5):
+                    offset = msg.offset()
+                    if msg.error() is None and offset is not None:
+                        out.append((offset, msg.key(), msg.value()))
+                if out and out[-1][0] >= high - 1:
+                    return out
+            return []  # not read to the end: cut nothing this time
+        finally:
+            consumer.close()
 
     def _delete(self, key: Path) -> None:
         url = f"http://127.0.0.1:{self.broker.store_port}/{key.as_posix()}"

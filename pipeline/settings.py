@@ -129,6 +129,13 @@ class Settings(BaseSettings):
         description="Retention of the output topics (journeys, attribution); 0 or less: "
         "keep forever. The sink has stored them in ClickHouse long before.",
     )
+    snapshot_min_records: int = Field(
+        50_000,
+        description="A stage's state partition is written whole again to its changelog "
+        "once that changelog has grown by this many records and by twice its live keys "
+        "since the last time, so that the broker's janitor can delete what came before "
+        "(docs/reliability.md); 0: never.",
+    )
     worker_id: str = Field(
         "journeys-worker",
         description="Faust app id and consumer group; the batch engine's group is <id>-engine.",

@@ -276,6 +276,10 @@ class Task:
     valid: dict[str, int] = field(default_factory=dict)
     input_offset: int | None = None
     reached: dict[str, int] = field(default_factory=dict)
+    #: Per table, the last snapshot a valid marker holds (:mod:`pipeline.agents.snapshots`).
+    snapshots: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Per table, the growth from which :func:`~pipeline.agents.snapshots.due` looks again.
+    snapshot_checked: dict[str, int] = field(default_factory=dict)
 
 
 # -- the checkpoint log ------------------------------------------------------------------
@@ -286,11 +290,18 @@ def fence_record(writer: str) -> bytes:
 
 
 def marker_record(
-    writer: str, seq: int, input_offset: int | None, reached: dict[str, int]
+    writer: str,
+    seq: int,
+    input_offset: int | None,
+    reached: dict[str, int],
+    snapshots: dict[str, dict[str, Any]] | None = None,
 ) -> bytes:
     """A checkpoint marker: *writer*'s checkpoint *seq* is complete; the stage's input
-    resumes at *input_offset*; each table's changelog offset reached."""
+    resumes at *input_offset*; each table's changelog offset reached, and where its
+    last snapshot starts."""
     record = {"kind": "marker", "writer": writer, "seq": seq, "input": input_offset}
+    if snapshots:
+        record["snapshots"] = snapshots
     return encode_json({**record, "changelogs": reached})
 
 
@@ -315,7 +326,9 @@ class Replay:
     """The checkpoint log of one task (a stage's input partition), read in order.
 
     A fence makes its writer the current one; a marker counts only if its writer is
-    the current one (a zombie's markers after a newer fence are ignored). *valid* maps
+    the current one (a zombie's markers after a newer fence are ignored). A renewed
+    fence (a snapshot's) only confirms the current writer, or names it when the log
+    was cut just before it; a zombie's is ignored. *valid* maps
     each writer to its last valid checkpoint seq: a changelog record tagged (writer,
     seq) is applied on restore only if ``seq <= valid[writer]``, since a writer marks
     its checkpoints in order and stops at the first that fails.
@@ -331,7 +344,10 @@ class Replay:
             record = json.loads(raw or b"")
             kind, writer = record["kind"], str(record["writer"])
             if kind == "fence":
-                self.current = writer
+                if not record.get("renew") or self.current in (None, writer):
+                    self.current = writer
+                else:
+                    self.ignored += 1
                 return
             seq = int(record["seq"])
         except (ValueError, KeyError, TypeError) as exc:

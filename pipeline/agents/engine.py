@@ -45,6 +45,7 @@ from pipeline.agents.checkpoint import (
 from pipeline.agents.messages import UPSTREAM_HEADER, Out
 from pipeline.agents.output import OutputError, OutputProducer, OutputTooLarge
 from pipeline.agents.restore import restore
+from pipeline.agents.snapshots import SnapshotPolicy, due, renewed_fence, snapshot_entry
 from pipeline.settings import Settings
 from pipeline.topics import CONTROL_HEADER, TopicSpec
 
@@ -125,6 +126,9 @@ class Engine:
         self.align_wait_s = align_wait_s
         self.max_message_bytes = MAX_MESSAGE_BYTES
         self.max_consecutive_failures = 1000
+        #: When a table partition is written whole again, so that the changelogs and
+        #: the checkpoint log can be cut on a broker without compaction.
+        self.snapshots = SnapshotPolicy(min_records=settings.snapshot_min_records)
         self._failures = 0
         self.group_id = engine_group(settings)
         self.checkpoint_log = f"{self.group_id}-checkpoints"
@@ -386,11 +390,19 @@ class Engine:
         self._last_checkpoint = time.monotonic()
         work: list[tuple[Task, list[dict[str, bytes | None]], int | None]] = []
         covered: set[tuple[str, int]] = set()
+        snapshot: dict[tuple[str, int, str], int] = {}  # (topic, partition, table): first
         for task in self._tasks.values():
+            for table, p in task.tables:
+                if due(task, table, p, self.snapshots):
+                    table.partition = p
+                    table.rewrite(p, list(table))
+                    start = task.reached.get(table.name, -1) + 1
+                    snapshot[(task.topic, task.partition, table.name)] = start
             changes = [table.take_changes().get(p) or {} for table, p in task.tables]
             covered.update((table.name, p) for table, p in task.tables)
             position = self._positions.get((task.topic, task.partition), task.input_offset)
-            if any(changes) or position != task.input_offset:
+            snapshotting = any(key[:2] == (task.topic, task.partition) for key in snapshot)
+            if any(changes) or position != task.input_offset or snapshotting:
                 work.append((task, changes, position))
         for table in self.tables.values():
             for p in table.take_changes():
@@ -405,22 +417,41 @@ class Engine:
             key = (msg.topic(), msg.partition())
             reached[key] = max(reached.get(key, -1), msg.offset())
 
+        n = self._log_partitions()
+        renewed: dict[tuple[str, int], int] = {}  # (topic, partition): the renewed fence
+
+        def noted_fence(task_key: tuple[str, int], _err: Any, msg: Any) -> None:
+            renewed[task_key] = msg.offset()
+
         for task, changes, _position in work:
             tag = ((CHECKPOINT_HEADER, checkpoint_tag(task.writer, task.seq + 1)),)
             for (table, p), dirty in zip(task.tables, changes, strict=True):
                 for key, value in dirty.items():
                     self.output.send(Out(table.changelog, key.encode(), value, tag, p), note)
+            task_key = (task.topic, task.partition)
+            if any(key[:2] == task_key for key in snapshot):
+                fence = Out(self.checkpoint_log, task.topic.encode(), renewed_fence(task.writer))
+                self.output.send(
+                    fence._replace(partition=task.partition % n), partial(noted_fence, task_key)
+                )
         self.fault("changelogs")
         self._flush()  # every output so far and every changelog record: acknowledged
         self.fault("flushed")
-        n = self._log_partitions()
         for task, _changes, position in work:
             task.seq += 1
             task.input_offset = position
             for table, p in task.tables:
                 if (table.changelog, p) in reached:
                     task.reached[table.name] = reached[(table.changelog, p)]
-            record = marker_record(task.writer, task.seq, position, dict(task.reached))
+                first = snapshot.get((task.topic, task.partition, table.name))
+                fence_at = renewed.get((task.topic, task.partition))
+                if first is not None and fence_at is not None:
+                    entry = snapshot_entry(table.changelog, p, first, fence_at)
+                    task.snapshots[table.name] = entry
+                    task.snapshot_checked.pop(table.name, None)
+            record = marker_record(
+                task.writer, task.seq, position, dict(task.reached), task.snapshots
+            )
             self.output.send(
                 Out(self.checkpoint_log, task.topic.encode(), record, (), task.partition % n)
             )

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.agents.checkpoint import EngineError, Mark, Replay, Task, fence_record, parse_tag
 from pipeline.agents.messages import Out
+from pipeline.agents.snapshots import parse_snapshots
 
 if TYPE_CHECKING:
     from pipeline.agents.engine import Engine
@@ -83,11 +84,18 @@ def restore(engine: Engine, assigned: list[tuple[str, int]]) -> dict[tuple[str, 
     for i, task in enumerate(tasks):
         rp = replays[i]
         task.valid, task.input_offset = dict(rp.valid), rp.input_offset
+        task.snapshots = parse_snapshots(rp.last.get("snapshots")) if rp.last else {}
         for table, p in task.tables:
             mark = table.stored_mark(p)
-            start = 0
+            # A snapshot holds every live key: nothing before it is needed, and the
+            # janitor may have deleted it (a store older than it is rebuilt).
+            snapshot = int(task.snapshots.get(table.name, {}).get("from", 0))
+            start = snapshot
             if mark is not None and mark.marker is not None and rp.accepts(mark.marker):
-                start = mark.changelog + 1
+                if mark.changelog + 1 >= snapshot:
+                    start = mark.changelog + 1
+                else:
+                    table.wipe(p)
             else:
                 if mark is not None and mark.marker is not None:
                     log.warning("%s[%d]: local store not covered by a marker", table.name, p)

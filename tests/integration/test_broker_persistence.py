@@ -16,6 +16,8 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from pipeline.agents.checkpoint import fence_record, marker_record
+from pipeline.agents.snapshots import renewed_fence, snapshot_entry
 from pipeline.broker import BrokerError, DataLock, EmbeddedBroker, Janitor, cluster_id, free_port
 
 
@@ -138,6 +140,37 @@ def test_the_janitor_applies_retention_and_keeps_the_partition_usable(
     assert read_all(bootstrap, "short") == [b"s2-%d" % n for n in range(10)]
     assert read_all(bootstrap, "forever") == [b"f0", b"f1", b"f2"]
     assert produce(bootstrap, "short", [b"later"]) == [30]
+
+
+def test_the_janitor_cuts_a_changelog_and_the_checkpoint_log_below_a_snapshot(
+    persistent: EmbeddedBroker,
+) -> None:
+    """Tansu has no log compaction: once a valid marker records a snapshot (every live
+    key written again from offset 20, its writer's fence renewed at offset 2), the
+    janitor deletes the changelog's batches below 20 and the checkpoint log's below 2;
+    what a restore reads is still there, and both topics take new records."""
+    bootstrap = persistent.bootstrap
+    changelog, checkpoints = "w-engine-states-changelog", "w-engine-checkpoints"
+    create(bootstrap, changelog)
+    create(bootstrap, checkpoints)
+    for batch in range(3):
+        produce(bootstrap, changelog, [b"c%d-%d" % (batch, n) for n in range(10)])
+    snapshot = {"states": snapshot_entry(changelog, 0, 20, 2)}
+    records = [
+        fence_record("w1"),
+        marker_record("w1", 1, 5, {"states": 19}),
+        renewed_fence("w1"),
+        marker_record("w1", 2, 9, {"states": 29}, snapshot),
+    ]
+    for record in records:
+        produce(bootstrap, checkpoints, [record])
+    janitor = Janitor(persistent)
+    assert janitor.sweep() == 4  # two changelog batches, two checkpoint-log batches
+    assert read_all(bootstrap, changelog) == [b"c2-%d" % n for n in range(10)]
+    assert read_all(bootstrap, checkpoints) == records[2:]
+    assert janitor.sweep() == 0
+    assert produce(bootstrap, changelog, [b"later"]) == [30]
+    assert produce(bootstrap, checkpoints, [fence_record("w2")]) == [4]
 
 
 def test_the_s3_endpoint_honours_conditional_writes(tmp_path: Path) -> None:

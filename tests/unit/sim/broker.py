@@ -88,6 +88,8 @@ class SimBroker:
         self.committed: dict[str, dict[tuple[str, int], int]] = {}
         self.active: dict[str, SimConsumer] = {}
         self.seq = 0
+        #: The first offset still held per partition (the janitor deleted the rest).
+        self.low: dict[tuple[str, int], int] = {}
 
     def create(self, name: str, partitions: int) -> None:
         self.topics.setdefault(name, [[] for _ in range(partitions)])
@@ -116,6 +118,11 @@ class SimBroker:
 
     def end(self, topic: str, partition: int) -> int:
         return len(self.topics[topic][partition])
+
+    def cut(self, topic: str, partition: int, floor: int) -> None:
+        """Delete the records of a partition below *floor*, as the janitor does."""
+        key = (topic, partition)
+        self.low[key] = max(self.low.get(key, 0), floor)
 
 
 @dataclass
@@ -257,7 +264,7 @@ class SimConsumer:
             if budget <= 0:
                 break
             log = self.broker.topics[key[0]][key[1]]
-            pos = self.positions[key]
+            pos = max(self.positions[key], self.broker.low.get(key, 0))
             take = min(budget, len(log) - pos, self.rng.randint(1, max(1, n)))
             if take > 0:
                 out.extend(log[pos : pos + take])

@@ -19,6 +19,7 @@ from typing import Any
 
 from pipeline.agents.engine import Engine
 from pipeline.agents.output import OutputProducer
+from pipeline.agents.snapshots import floors
 from pipeline.app import build_engine_stages
 from pipeline.core.attribution import DATA_DRIVEN_MODELS
 from pipeline.core.model import Identifier, Touchpoint
@@ -130,6 +131,9 @@ class Plan:
     #: A crash delivers a random prefix of each partition's unflushed messages (outputs
     #: then arrive twice after the restart); False: it loses them all.
     partial: bool = True
+    #: The engine's snapshot threshold (0: none); at each crash the broker then deletes
+    #: what the checkpoint logs' floors allow, as the persistent broker's janitor does.
+    snapshot_min_records: int = 0
 
 
 class Worker:
@@ -182,6 +186,12 @@ class Outcome:
     credits: dict[str, tuple[Any, ...]]
     dead_letters: set[str]
     crashes: int = 0
+    #: Records the emulated janitor deleted below the snapshots.
+    cut: int = 0
+    #: With snapshots: the settled tables, and those a scratch restore rebuilt after
+    #: the janitor's last cut.
+    state: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
+    restored: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -189,6 +199,8 @@ class Run:
     plan: Plan
     checkpoints: int = 0
     restarts: int = 0
+    #: Records the emulated janitor deleted.
+    cut: int = 0
 
     def fault(self, step: str) -> None:
         if step == STEPS[0]:
@@ -202,7 +214,12 @@ def simulate(deliveries: list[Touchpoint], plan: Plan, root: Path) -> Outcome:
     and restarting it as *plan* says) until everything is processed."""
     broker = SimBroker()
     settings = Settings(
-        data_dir=root, worker_id="sim", topic_prefix="sim", partitions=3, model_refit_every=5
+        data_dir=root,
+        worker_id="sim",
+        topic_prefix="sim",
+        partitions=3,
+        model_refit_every=5,
+        snapshot_min_records=plan.snapshot_min_records,
     )
     topics = Topics.from_settings(settings)
     for spec in topics.all():
@@ -214,6 +231,7 @@ def simulate(deliveries: list[Touchpoint], plan: Plan, root: Path) -> Outcome:
     encode = serde().encoder("Touchpoint")
     worker = Worker(broker, settings, rules, plan, run)
     fed = polls = 0
+    settled: dict[tuple[str, int], dict[str, Any]] = {}
     for _ in range(20_000):
         if fed < len(deliveries):
             for tp in deliveries[fed : fed + plan.feed]:
@@ -228,17 +246,59 @@ def simulate(deliveries: list[Touchpoint], plan: Plan, root: Path) -> Outcome:
             if fed == len(deliveries) and worker.idle():
                 worker.engine.checkpoint()
                 if worker.idle():
+                    settled = table_state(worker.engine) if plan.snapshot_min_records else {}
+                    worker.engine.close()  # may checkpoint a due snapshot: may crash too
                     break
         except SimCrash:
             worker.crash(rng, plan.partial)
             run.restarts += 1
+            if plan.snapshot_min_records:
+                run.cut += janitor(broker, worker.engine.checkpoint_log)
             if plan.wipe:
                 shutil.rmtree(root / "engine", ignore_errors=True)
             worker = Worker(broker, settings, rules, plan, run)
     else:
         raise AssertionError("the simulation did not settle")
-    worker.engine.close()
-    return outcome(broker, topics, run.restarts)
+    result = outcome(broker, topics, run.restarts)
+    result.cut = run.cut
+    if plan.snapshot_min_records:
+        # What a scratch restore from what the janitor leaves must rebuild.
+        result.state = settled
+        run.cut += janitor(broker, worker.engine.checkpoint_log)
+        shutil.rmtree(root / "engine", ignore_errors=True)
+        run.plan = Plan(seed=plan.seed)  # no more crashes
+        worker = Worker(broker, settings, rules, run.plan, run)
+        for _ in range(100):
+            worker.engine.poll()
+            if worker.idle():
+                break
+        result.restored = table_state(worker.engine)
+        worker.engine.close()
+    return result
+
+
+def table_state(engine: Engine) -> dict[tuple[str, int], dict[str, Any]]:
+    """Every key and value of every table partition the engine holds."""
+    out: dict[tuple[str, int], dict[str, Any]] = {}
+    for name, table in engine.tables.items():
+        for p in range(table.partitions):
+            if table.holds(p):
+                table.partition = p
+                out[(name, p)] = {key: table[key] for key in table}
+    return out
+
+
+def janitor(broker: SimBroker, checkpoint_log: str) -> int:
+    """Cut every partition below the floors of the checkpoint log (what the persistent
+    broker's janitor deletes); how many records that removed."""
+    before = sum(broker.low.values())
+    for partition, log in enumerate(broker.topics.get(checkpoint_log, [])):
+        low = broker.low.get((checkpoint_log, partition), 0)
+        held = [(m.offset(), m.key(), m.value()) for m in log[low:]]
+        for key, floor in floors(held).items():
+            topic, part = (checkpoint_log, partition) if key is None else key
+            broker.cut(topic, part, floor)
+    return sum(broker.low.values()) - before
 
 
 def outcome(broker: SimBroker, topics: Topics, crashes: int) -> Outcome:

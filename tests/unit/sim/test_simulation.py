@@ -143,3 +143,35 @@ def test_late_arrivals_within_the_lateness_change_nothing(
 ) -> None:
     plan = Plan(seed=seed, crashes=crashes)
     assert_same(disturbed(seed, seed + 2, plan, lateness=lateness, dups=0.1), calm(seed))
+
+
+@SIM
+@given(
+    seed=SEEDS,
+    crashes=st.sets(
+        st.tuples(st.integers(min_value=2, max_value=12), st.sampled_from(STEPS)),
+        min_size=1,
+        max_size=4,
+    ),
+    wipe=st.booleans(),
+    every=st.integers(min_value=3, max_value=40),
+)
+def test_snapshots_and_the_janitors_cuts_change_nothing(
+    seed: int, crashes: set[tuple[int, str]], wipe: bool, every: int
+) -> None:
+    """Snapshots every few records, and at each crash the broker deletes everything
+    the checkpoint logs' floors allow (issue 15): the restarts read only what is left,
+    with the stores kept or wiped, and give the calm run's answers."""
+    plan = Plan(seed=seed, crashes=crashes, wipe=wipe, snapshot_min_records=every)
+    got = disturbed(seed, seed + 3, plan, lateness=0, dups=0.1)
+    assert_same(got, calm(seed))
+    assert got.restored == got.state, "a scratch restore after the cuts lost state"
+
+
+def test_the_janitor_cuts_in_the_simulation() -> None:
+    """The property above is not vacuous: its plans do cut the logs."""
+    plan = Plan(seed=7, crashes={(6, STEPS[0]), (12, STEPS[-1])}, snapshot_min_records=3)
+    got = disturbed(7, 10, plan, lateness=0, dups=0.1)
+    assert got.crashes >= 1 and got.cut > 0
+    assert_same(got, calm(7))
+    assert got.state and got.restored == got.state
