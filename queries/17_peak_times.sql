@@ -7,26 +7,28 @@
 -- Grain: one row per (weekday, hour, channel) with at least one event. weekday is 1 =
 --   Monday ... 7 = Sunday. events counts touchpoints (page views, clicks, orders...),
 --   people the distinct persons, orders the conversions (purchase event types).
--- FINAL: not needed (touchpoints are deduplicated by event id with any()).
-WITH events AS
-(
-    SELECT event_id, any(occurred_at) AS at, any(channel) AS channel, any(person_id) AS person_id,
-           any(event_type) IN ('purchase', 'order_completed', 'store_purchase', 'marketplace_purchase')
-               AS is_order,
-           any(revenue) AS revenue
-    FROM journeys.touchpoints
-    WHERE toDate(occurred_at, {tz:String}) >= {since:Date}
-      AND toDate(occurred_at, {tz:String}) < {until:Date}
-    GROUP BY event_id
-)
+-- FINAL: needed on touchpoints (ReplacingMergeTree by event_id: a replay may have
+--   written an event twice); each event counts once, with its newest row's person (the
+--   merge survivor it was forwarded to), where any() picked an arbitrary row. The day
+--   bounds are turned into instants once instead of converting every row, and persons
+--   are counted by 64-bit hash (a collision among a year's million persons has a chance
+--   of about 1 in 10^7).
 SELECT
-    toDayOfWeek(at, 0, {tz:String}) AS weekday,
-    toHour(at, {tz:String}) AS hour,
+    toDayOfWeek(occurred_at, 0, {tz:String}) AS weekday,
+    toHour(occurred_at, {tz:String}) AS hour,
     channel,
     count() AS events,
-    uniqExact(person_id) AS people,
+    uniqExact(cityHash64(person_id)) AS people,
     countIf(is_order) AS orders,
     round(sumIf(revenue, is_order), 2) AS revenue
-FROM events
+FROM
+(
+    SELECT occurred_at, channel, person_id, revenue,
+           event_type IN ('purchase', 'order_completed', 'store_purchase', 'marketplace_purchase')
+               AS is_order
+    FROM journeys.touchpoints FINAL
+    WHERE occurred_at >= toDateTime64({since:Date}, 3, {tz:String})
+      AND occurred_at < toDateTime64({until:Date}, 3, {tz:String})
+)
 GROUP BY weekday, hour, channel
 ORDER BY weekday, hour, events DESC, channel
