@@ -402,7 +402,9 @@ class Janitor:
     its topic's retention are deleted through the S3 endpoint, except the newest one
     (it holds the partition's offsets). It also cuts the batch engine's changelogs and
     checkpoint logs below what their last valid snapshots make useless
-    (:func:`pipeline.agents.snapshots.floors`): Tansu has no log compaction."""
+    (:func:`pipeline.agents.snapshots.floors`), and the audiences agent's Faust table
+    changelog below its last framed snapshot (:func:`~pipeline.agents.snapshots.marked_floor`):
+    Tansu has no log compaction."""
 
     def __init__(self, broker: EmbeddedBroker, interval_s: float = 60.0) -> None:
         self.broker = broker
@@ -410,6 +412,9 @@ class Janitor:
         self.stop_event = threading.Event()
         self.thread = threading.Thread(target=self._loop, name="broker-janitor", daemon=True)
         self.deleted = 0
+        #: Per Faust changelog partition: the next offset to read, the snapshot start
+        #: markers seen (token -> offset), and the floor found so far.
+        self.marks: dict[tuple[str, int], tuple[int, dict[bytes, int], int | None]] = {}
 
     def start(self) -> Janitor:
         self.thread.start()
@@ -458,10 +463,21 @@ class Janitor:
 
     def cut_snapshotted(self, cluster: Path, topics: dict[str, Any]) -> int:
         """Delete the record batches that lie wholly below the floors the engines'
-        checkpoint logs give; returns how many."""
-        from pipeline.agents.snapshots import floors
+        checkpoint logs and the framed Faust table snapshots give; returns how many."""
+        from pipeline.agents.snapshots import floors, marked_floor
 
         deleted = 0
+        for name in sorted(t for t in topics if t.endswith("-audience-persons-changelog")):
+            folder = cluster / "topics" / name / "partitions"
+            for partition in sorted(int(p.name) for p in folder.glob("*") if p.name.isdigit()):
+                at, starts, floor = self.marks.get((name, partition), (0, {}, None))
+                got = self._read(name, partition, at)
+                found = marked_floor(got, starts)
+                floor = found if found is not None else floor
+                at = got[-1][0] + 1 if got else at
+                self.marks[(name, partition)] = (at, starts, floor)
+                if floor is not None:
+                    deleted += self._cut(folder / f"{partition:010d}" / "records", floor)
         for name in sorted(t for t in topics if t.endswith("-engine-checkpoints")):
             folder = cluster / "topics" / name / "partitions"
             for partition in sorted(int(p.name) for p in folder.glob("*") if p.name.isdigit()):
@@ -484,10 +500,13 @@ class Janitor:
             deleted += 1
         return deleted
 
-    def _read(self, topic: str, partition: int) -> list[tuple[int, bytes | None, bytes | None]]:
-        """Every record of one partition (up to its high watermark, which may lag: a
-        late view only gives lower floors)."""
-        from confluent_kafka import Consumer, TopicPartition
+    def _read(
+        self, topic: str, partition: int, start: int = 0
+    ) -> list[tuple[int, bytes | None, bytes | None]]:
+        """The records of one partition from *start* (or its first left) up to its high
+        watermark, which may lag: a late view only gives lower floors. Nothing when the
+        end is not reached (then nothing is cut this time)."""
+        from confluent_kafka import Consumer, KafkaException, TopicPartition
 
         consumer = Consumer(
             {
@@ -501,6 +520,7 @@ class Janitor:
         out: list[tuple[int, bytes | None, bytes | None]] = []
         try:
             low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+            low = max(low, start)
             if high <= low:
                 return out
             consumer.assign([TopicPartition(topic, partition, low)])
@@ -513,6 +533,9 @@ class Janitor:
                 if out and out[-1][0] >= high - 1:
                     return out
             return []  # not read to the end: cut nothing this time
+        except KafkaException as exc:
+            log.warning("broker compaction: cannot read %s[%d]: %s", topic, partition, exc)
+            return []
         finally:
             consumer.close()
 

@@ -131,10 +131,11 @@ class Settings(BaseSettings):
     )
     snapshot_min_records: int = Field(
         50_000,
-        description="A stage's state partition is written whole again to its changelog "
-        "once that changelog has grown by this many records and by twice its live keys "
-        "since the last time, so that the broker's janitor can delete what came before "
-        "(docs/reliability.md); 0: never.",
+        description="A state partition (a batch-engine table's, or the audiences agent's "
+        "Faust table's) is written whole again to its changelog once that changelog has "
+        "grown by this many records and by twice its live keys since the last time, so "
+        "that the persistent broker's janitor can delete what came before "
+        "(docs/persistence.md); 0: never.",
     )
     worker_id: str = Field(
         "journeys-worker",

@@ -25,6 +25,7 @@ import importlib
 import json
 import logging
 import time
+import uuid
 import zlib
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
@@ -35,6 +36,7 @@ from pipeline.agents import faust_fixes
 from pipeline.agents.engine import Stage
 from pipeline.agents.messages import Out
 from pipeline.agents.output import OutputProducer
+from pipeline.agents.snapshots import SNAPSHOT_END, SNAPSHOT_START
 from pipeline.core.audiences import Audiences, Change, PersonState
 from pipeline.core.profiles import ProfileError, Signal
 from pipeline.core.segments import SegmentRules
@@ -73,19 +75,40 @@ def partition_for(key: bytes, partitions: int) -> int:
 
 def crc32_partitioner(key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
     """Faust's producer partitioner: the same CRC32 of the key as librdkafka, so the
-    table's changelog entry of a person lands on the partition of the person's signals."""
+    table's changelog entry of a person lands on the partition of the person's signals.
+    A Faust table with ``key_type=str`` serializes its keys as JSON strings: the string
+    inside is hashed, as the signals' raw key is."""
     if key is None:
         return (available or all_partitions)[0]
-    return sorted(all_partitions)[zlib.crc32(key) % len(all_partitions)]
+    return sorted(all_partitions)[zlib.crc32(unquoted(key)) % len(all_partitions)]
+
+
+def unquoted(key: bytes) -> bytes:
+    """*key* without its JSON string quoting, if it has one (UTF-8)."""
+    if len(key) >= 2 and key[:1] == b'"' and key[-1:] == b'"':
+        try:
+            text = json.loads(key)
+        except ValueError:
+            return key
+        if isinstance(text, str):
+            return text.encode()
+    return key
 
 
 def watermark_key(partition: int, partitions: int) -> str:
     """A key for *partition*'s clock that hashes to *partition* itself."""
+    return reserved_key(WATERMARK_KEY, partition, partitions)
+
+
+def reserved_key(
+    template: str, partition: int, partitions: int, encode: Callable[[str], bytes] = str.encode
+) -> str:
+    """A bookkeeping key made from *template* whose encoded form hashes to *partition*."""
     for i in range(100_000):
-        key = f"{WATERMARK_KEY.format(partition=partition)}:{i}"
-        if partition_for(key.encode(), partitions) == partition:
+        key = f"{template.format(partition=partition)}:{i}"
+        if partition_for(encode(key), partitions) == partition:
             return key
-    raise ValueError(f"no watermark key hashes to partition {partition}")  # pragma: no cover
+    raise ValueError(f"no {template} key hashes to partition {partition}")  # pragma: no cover
 
 
 class AudienceStep:
@@ -98,6 +121,8 @@ class AudienceStep:
         states: MutableMapping[str, Any],
         rules: SegmentRules | None = None,
         grace_s: float = 0.0,
+        snapshot_min_records: int = 0,
+        changelog_key: Callable[[str], bytes] = str.encode,
     ) -> None:
         self.topics = topics
         self.serde = serde
@@ -125,6 +150,22 @@ class AudienceStep:
         self._profiles: set[str] = set()
         partitions = topics.person_signals.partitions
         self._mark_keys = [watermark_key(p, partitions) for p in range(partitions)]
+        #: Snapshots that bound the table's changelog on a broker without compaction:
+        #: records written per changelog partition since its last one, the count from
+        #: which it is looked at again, and the keys that frame one. A key's changelog
+        #: partition is the CRC32 of the key as the table serializes it.
+        self.snapshot_min_records = snapshot_min_records
+        self._changelog_key = changelog_key
+        self._written: dict[int, int] = {}
+        self._snapshot_checked: dict[int, int] = {}
+        self._frame = [
+            (
+                reserved_key(SNAPSHOT_START, p, partitions, changelog_key),
+                reserved_key(SNAPSHOT_END, p, partitions, changelog_key),
+            )
+            for p in range(partitions)
+        ]
+        self.snapshots = 0
         #: Counters for ``make bench`` and the logs.
         self.processed = 0
         self.changes = 0
@@ -199,6 +240,7 @@ class AudienceStep:
                 # Kept in the table now and then (a restart resumes a little behind,
                 # which only delays entries), not with every signal.
                 self.states[self._mark_keys[partition]] = at_ms
+                self._count_write(self._mark_keys[partition])
                 self._saved[partition] = at_ms
             current = at_ms
         self._watermarks[partition] = current
@@ -420,6 +462,7 @@ class AudienceStep:
                 )
         self._profiles.clear()
         for person, partition in self._dirty.items():
+            self._count_write(person)
             entry = self._cache.get(person)
             if entry is None:
                 if person in self.states:
@@ -430,7 +473,41 @@ class AudienceStep:
                 self.states[person] = {**entry.to_dict(), _PARTITION: partition}
         self._dirty.clear()
         self._cache.clear()
+        self._snapshot()
         return out
+
+    def _count_write(self, key: str) -> None:
+        p = partition_for(self._changelog_key(key), self.topics.person_signals.partitions)
+        self._written[p] = self._written.get(p, 0) + 1
+
+    def _snapshot(self) -> None:
+        """Write each changelog partition that has outgrown its live keys (by
+        ``snapshot_min_records`` and twice its keys) whole again, between a start and an
+        end marker: the persistent broker's janitor deletes what precedes a framed
+        snapshot's start (:func:`pipeline.agents.snapshots.marked_floor`)."""
+        if self.snapshot_min_records <= 0:
+            return
+        n = self.topics.person_signals.partitions
+        for p, written in sorted(self._written.items()):
+            if written < max(self.snapshot_min_records, self._snapshot_checked.get(p, 0)):
+                continue
+            start, end = self._frame[p]
+            keys = [
+                k
+                for k in list(self.states.keys())
+                if k not in (start, end) and partition_for(self._changelog_key(str(k)), n) == p
+            ]
+            if written <= 2 * len(keys):
+                self._snapshot_checked[p] = 2 * len(keys) + 1
+                continue
+            token = uuid.uuid4().hex
+            self.states[start] = token
+            for key in keys:
+                self.states[key] = self.states[key]
+            self.states[end] = token
+            self._written[p] = 0
+            self._snapshot_checked.pop(p, None)
+            self.snapshots += 1
 
     def _store(self, state: PersonState, partition: int) -> None:
         self._put(state.person_id, state, partition)
@@ -534,6 +611,8 @@ def register_audience_agents(
     the app's Kafka consumer and producer (for the agents only: the batch engine keeps
     its own clients). With ``JOURNEYS_AUDIENCES=false`` only the user's agents are added,
     and Kafka stays off when there are none."""
+    from faust.serializers import codecs
+
     faust_fixes.apply()  # table recovery on the embedded broker (see the module)
     if not settings.audiences and not settings.agent_modules.strip():
         return None
@@ -562,7 +641,15 @@ def register_audience_agents(
         # the current event: the agent writes its batch's persons after the batch.
         use_partitioner=True,
     )
-    step = AudienceStep(serde, topics, states, rules, grace_s=settings.audience_grace_s)
+    step = AudienceStep(
+        serde,
+        topics,
+        states,
+        rules,
+        grace_s=settings.audience_grace_s,
+        snapshot_min_records=settings.snapshot_min_records,
+        changelog_key=lambda key: unquoted(codecs.dumps(states.key_serializer, key)),
+    )
     names = [topics.person_signals.name]
     service = getattr(app, "engine", None)
     if service is not None:  # merges and forgets reach the agent as controls

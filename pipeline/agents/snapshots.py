@@ -8,7 +8,9 @@ fence in the checkpoint log. Its marker (and every later one) records, per table
 changelog offset the snapshot starts at and the offset of that renewed fence. A
 restore then needs the changelog only from that offset and the checkpoint log only
 from that fence: :func:`floors` finds, from the checkpoint log alone, what may be
-deleted, and the broker's janitor deletes the record batches below it.
+deleted, and the broker's janitor deletes the record batches below it. The Faust
+table of the audiences agent frames its snapshots with two marker keys instead
+(:func:`marked_floor`).
 """
 
 from __future__ import annotations
@@ -101,3 +103,31 @@ def parse_snapshots(raw: Any) -> dict[str, dict[str, Any]]:
 def renewed_fence(writer: str) -> bytes:
     """A fence that only confirms *writer* (see :meth:`Replay.apply`)."""
     return json.dumps({"kind": "fence", "writer": writer, "renew": True}).encode()
+
+
+#: Table keys that frame a Faust table partition written whole again (the audiences
+#: agent's): everything before the start marker of a framed snapshot is useless.
+SNAPSHOT_START = "__snapshot-start__:{partition}"
+SNAPSHOT_END = "__snapshot-end__:{partition}"
+
+
+def marked_floor(
+    records: Iterable[tuple[int, bytes | None, bytes | None]], starts: dict[bytes, int]
+) -> int | None:
+    """The offset of the start marker of the last snapshot that *records* (one changelog
+    partition, in order) show complete, or None; *starts* keeps the start markers seen
+    (token -> offset) across calls, so the partition can be read piece by piece."""
+    start_prefix = SNAPSHOT_START.split("{", maxsplit=1)[0].encode()
+    end_prefix = SNAPSHOT_END.split("{", maxsplit=1)[0].encode()
+    floor: int | None = None
+    for offset, key, value in records:
+        if key is None or value is None:
+            continue
+        name = key.removeprefix(b'"')  # a table that serializes its keys as JSON strings
+        if name.startswith(start_prefix):
+            starts[value] = offset
+        elif name.startswith(end_prefix) and value in starts:
+            floor = starts[value]
+            for token in [t for t, at in starts.items() if at <= floor]:
+                del starts[token]
+    return floor

@@ -18,6 +18,7 @@ from pipeline.agents.audiences import (
     IdentityRelay,
     crc32_partitioner,
     partition_for,
+    unquoted,
     watermark_key,
 )
 from pipeline.agents.journeys import JourneyStep, SnapshotCache
@@ -214,6 +215,13 @@ def test_table_keys_land_on_the_partition_of_their_signals() -> None:
             assert crc32_partitioner(key, list(range(partitions)), []) == partition_for(
                 key, partitions
             )
+            # The Faust table serializes str keys as JSON: the same partition.
+            quoted = json.dumps(person).encode()
+            assert crc32_partitioner(quoted, list(range(partitions)), []) == partition_for(
+                key, partitions
+            )
+        assert unquoted(json.dumps("née-1").encode()) == "née-1".encode()
+        assert unquoted(b'"not json') == b'"not json'
 
 
 def test_the_grace_holds_the_clock_back_until_a_late_merge_could_arrive(
