@@ -280,6 +280,8 @@ class Task:
     snapshots: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: Per table, the growth from which :func:`~pipeline.agents.snapshots.due` looks again.
     snapshot_checked: dict[str, int] = field(default_factory=dict)
+    #: Per table, the markers written since its last snapshot (in this process).
+    snapshot_age: dict[str, int] = field(default_factory=dict)
 
 
 # -- the checkpoint log ------------------------------------------------------------------

@@ -449,6 +449,9 @@ class Engine:
                     entry = snapshot_entry(table.changelog, p, first, fence_at)
                     task.snapshots[table.name] = entry
                     task.snapshot_checked.pop(table.name, None)
+                    task.snapshot_age[table.name] = 0
+                else:
+                    task.snapshot_age[table.name] = task.snapshot_age.get(table.name, 0) + 1
             record = marker_record(
                 task.writer, task.seq, position, dict(task.reached), task.snapshots
             )

@@ -25,26 +25,36 @@ from pipeline.agents.checkpoint import Replay, StateTable, Task
 
 @dataclass(frozen=True)
 class SnapshotPolicy:
-    """When a table partition is written whole again (``min_records`` 0: never)."""
+    """When a table partition is written whole again (``min_records`` 0: never): once
+    its changelog has grown by ``min_records`` and ``factor`` times its live keys, or
+    after ``max_age`` markers if it has none yet or was written since (so that the
+    checkpoint log, which needs every table's snapshot, can be cut as well)."""
 
     min_records: int = 50_000
     factor: float = 2.0
+    max_age: int = 10_000
 
 
 def due(task: Task, table: StateTable, partition: int, policy: SnapshotPolicy) -> bool:
-    """Whether *table*'s partition has grown enough since its last snapshot to write it
-    whole again; counting its live keys only when the growth alone could justify it."""
+    """Whether *table*'s partition is due for a snapshot (see :class:`SnapshotPolicy`),
+    counting its live keys only when the growth or the age alone could justify it."""
     if policy.min_records <= 0:
         return False
     reached = task.reached.get(table.name, -1)
+    if reached < 0:
+        return False  # nothing written: nothing to keep
     start = int(task.snapshots.get(table.name, {}).get("from", 0))
     grown = reached + 1 - start
-    if grown < max(policy.min_records, task.snapshot_checked.get(table.name, 0)):
+    old = 0 < policy.max_age <= task.snapshot_age.get(table.name, 0)
+    if not old and grown < max(policy.min_records, task.snapshot_checked.get(table.name, 0)):
         return False
     table.partition = partition
     live = sum(1 for _ in table)
     if grown > policy.factor * live:
         return True
+    if old:
+        task.snapshot_age[table.name] = 0
+        return table.name not in task.snapshots or grown > live
     # Not yet: look again once it has grown past factor x live keys.
     task.snapshot_checked[table.name] = int(policy.factor * live) + 1
     return False

@@ -90,3 +90,29 @@ def test_a_table_is_due_once_its_changelog_outgrows_its_live_keys(tmp_path: Path
     assert due(task, table, 0, policy)
     assert not due(task, table, 0, SnapshotPolicy(min_records=0))
     table.close_all()
+
+
+def test_an_old_table_gets_a_snapshot_so_that_the_log_can_be_cut(tmp_path: Path) -> None:
+    """A table written once per key never outgrows its keys: after max_age markers it
+    gets a snapshot all the same (the checkpoint log needs every table's), and then
+    again only if it was written since."""
+    table = StateTable("seen", "seen-changelog", 1, tmp_path)
+    table.open(0)
+    table.partition = 0
+    for n in range(10):
+        table[f"k{n}"] = n
+    task = Task("in", 0, [(table, 0)], writer="w1")
+    policy = SnapshotPolicy(min_records=1000, max_age=5)
+    task.reached["seen"] = 9
+    task.snapshot_age["seen"] = 4
+    assert not due(task, table, 0, policy)
+    task.snapshot_age["seen"] = 5
+    assert due(task, table, 0, policy)  # no snapshot yet
+    task.snapshots["seen"] = snapshot_entry("seen-changelog", 0, 10, 3)
+    task.reached["seen"] = 19  # the snapshot: 10 records, nothing since
+    task.snapshot_age["seen"] = 5
+    assert not due(task, table, 0, policy)
+    assert task.snapshot_age["seen"] == 0
+    task.reached["seen"], task.snapshot_age["seen"] = 20, 5  # one write since
+    assert due(task, table, 0, policy)
+    table.close_all()

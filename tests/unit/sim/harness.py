@@ -19,7 +19,7 @@ from typing import Any
 
 from pipeline.agents.engine import Engine
 from pipeline.agents.output import OutputProducer
-from pipeline.agents.snapshots import floors
+from pipeline.agents.snapshots import SnapshotPolicy, floors
 from pipeline.app import build_engine_stages
 from pipeline.core.attribution import DATA_DRIVEN_MODELS
 from pipeline.core.model import Identifier, Touchpoint
@@ -134,6 +134,8 @@ class Plan:
     #: The engine's snapshot threshold (0: none); at each crash the broker then deletes
     #: what the checkpoint logs' floors allow, as the persistent broker's janitor does.
     snapshot_min_records: int = 0
+    #: Markers after which a table with no snapshot, or written since its last, gets one.
+    snapshot_max_age: int = 10_000
 
 
 class Worker:
@@ -153,6 +155,9 @@ class Worker:
             align_wait_s=float("inf"),
         )
         build_engine_stages(self.engine, settings, serde(), Topics.from_settings(settings), rules)
+        self.engine.snapshots = SnapshotPolicy(
+            settings.snapshot_min_records, max_age=plan.snapshot_max_age
+        )
         self.engine.fault = run.fault
         self.engine.start()
 
@@ -192,6 +197,8 @@ class Outcome:
     #: the janitor's last cut.
     state: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
     restored: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
+    #: Whether the janitor cut the checkpoint log itself (every table had a snapshot).
+    log_cut: bool = False
 
 
 @dataclass
@@ -265,6 +272,7 @@ def simulate(deliveries: list[Touchpoint], plan: Plan, root: Path) -> Outcome:
         # What a scratch restore from what the janitor leaves must rebuild.
         result.state = settled
         run.cut += janitor(broker, worker.engine.checkpoint_log)
+        result.log_cut = any(topic == worker.engine.checkpoint_log for topic, _p in broker.low)
         shutil.rmtree(root / "engine", ignore_errors=True)
         run.plan = Plan(seed=plan.seed)  # no more crashes
         worker = Worker(broker, settings, rules, run.plan, run)

@@ -155,14 +155,17 @@ def test_late_arrivals_within_the_lateness_change_nothing(
     ),
     wipe=st.booleans(),
     every=st.integers(min_value=3, max_value=40),
+    age=st.sampled_from([2, 3, 5, 10_000]),
 )
 def test_snapshots_and_the_janitors_cuts_change_nothing(
-    seed: int, crashes: set[tuple[int, str]], wipe: bool, every: int
+    seed: int, crashes: set[tuple[int, str]], wipe: bool, every: int, age: int
 ) -> None:
     """Snapshots every few records, and at each crash the broker deletes everything
     the checkpoint logs' floors allow (issue 15): the restarts read only what is left,
     with the stores kept or wiped, and give the calm run's answers."""
-    plan = Plan(seed=seed, crashes=crashes, wipe=wipe, snapshot_min_records=every)
+    plan = Plan(
+        seed=seed, crashes=crashes, wipe=wipe, snapshot_min_records=every, snapshot_max_age=age
+    )
     got = disturbed(seed, seed + 3, plan, lateness=0, dups=0.1)
     assert_same(got, calm(seed))
     assert got.restored == got.state, "a scratch restore after the cuts lost state"
@@ -175,3 +178,8 @@ def test_the_janitor_cuts_in_the_simulation() -> None:
     assert got.crashes >= 1 and got.cut > 0
     assert_same(got, calm(7))
     assert got.state and got.restored == got.state
+    # With old tables snapshotted too, the checkpoint log itself is cut.
+    aged = Plan(seed=7, crashes={(6, STEPS[0])}, snapshot_min_records=3, snapshot_max_age=2)
+    got = disturbed(7, 10, aged, lateness=0, dups=0.1)
+    assert got.log_cut and got.restored == got.state
+    assert_same(got, calm(7))
