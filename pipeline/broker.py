@@ -412,8 +412,9 @@ class Janitor:
         self.stop_event = threading.Event()
         self.thread = threading.Thread(target=self._loop, name="broker-janitor", daemon=True)
         self.deleted = 0
-        #: Per Faust changelog partition: the next offset to read, the snapshot start
-        #: markers seen (token -> offset), and the floor found so far.
+        #: Per partition of the Faust table changelog and of the model snapshots: the
+        #: next offset to read, what was seen (start markers, or each key's newest
+        #: offset), and the floor found so far.
         self.marks: dict[tuple[str, int], tuple[int, dict[bytes, int], int | None]] = {}
 
     def start(self) -> Janitor:
@@ -464,18 +465,22 @@ class Janitor:
     def cut_snapshotted(self, cluster: Path, topics: dict[str, Any]) -> int:
         """Delete the record batches that lie wholly below the floors the engines'
         checkpoint logs and the framed Faust table snapshots give; returns how many."""
-        from pipeline.agents.snapshots import floors, marked_floor
+        from pipeline.agents.snapshots import floors, marked_floor, newest_floor
 
         deleted = 0
-        for name in sorted(t for t in topics if t.endswith("-audience-persons-changelog")):
+        framed = ("-audience-persons-changelog", ".attribution-models")
+        for name in sorted(t for t in topics if t.endswith(framed)):
             folder = cluster / "topics" / name / "partitions"
+            # The table changelog: below its last framed snapshot; the model snapshots:
+            # below the oldest of each model's newest (the journey stage keeps no other).
+            find = marked_floor if name.endswith(framed[0]) else newest_floor
             for partition in sorted(int(p.name) for p in folder.glob("*") if p.name.isdigit()):
-                at, starts, floor = self.marks.get((name, partition), (0, {}, None))
+                at, seen, floor = self.marks.get((name, partition), (0, {}, None))
                 got = self._read(name, partition, at)
-                found = marked_floor(got, starts)
+                found = find(got, seen)
                 floor = found if found is not None else floor
                 at = got[-1][0] + 1 if got else at
-                self.marks[(name, partition)] = (at, starts, floor)
+                self.marks[(name, partition)] = (at, seen, floor)
                 if floor is not None:
                     deleted += self._cut(folder / f"{partition:010d}" / "records", floor)
         for name in sorted(t for t in topics if t.endswith("-engine-checkpoints")):

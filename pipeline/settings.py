@@ -122,7 +122,7 @@ class Settings(BaseSettings):
     retention_input_hours: float = Field(
         168.0,
         description="Retention of the input topics (touchpoints, identity-links, "
-        "person-touchpoints, dead-letters); 0 or less: keep forever.",
+        "person-touchpoints, closed-paths, dead-letters); 0 or less: keep forever.",
     )
     retention_output_hours: float = Field(
         168.0,

@@ -99,7 +99,7 @@ class Topics:
             identity_changes=TopicSpec(f"{pre}.identity-changes", p, "IdentityChange", True),
             journeys=TopicSpec(f"{pre}.journeys", p, "Journey", retention_ms=rout),
             attribution=TopicSpec(f"{pre}.attribution", p, "AttributionCredit", retention_ms=rout),
-            closed_paths=TopicSpec(f"{pre}.closed-paths", 1, "ClosedPath"),
+            closed_paths=TopicSpec(f"{pre}.closed-paths", 1, "ClosedPath", retention_ms=rin),
             attribution_models=TopicSpec(f"{pre}.attribution-models", 1, "AttributionModel"),
             dead_letters=TopicSpec(f"{pre}.dead-letters", 1, "DeadLetter", retention_ms=rin),
             person_signals=TopicSpec(f"{pre}.person-signals", p, "PersonSignal", retention_ms=rout),

@@ -141,3 +141,14 @@ def marked_floor(
             for token in [t for t, at in starts.items() if at <= floor]:
                 del starts[token]
     return floor
+
+
+def newest_floor(
+    records: Iterable[tuple[int, bytes | None, bytes | None]], newest: dict[bytes, int]
+) -> int | None:
+    """For a topic of which only each key's newest record counts (the model snapshots):
+    the first offset to keep, the oldest of those newest records. *newest* keeps each
+    key's newest offset across calls, so the topic can be read piece by piece."""
+    for offset, key, _value in records:
+        newest[key or b""] = offset
+    return min(newest.values()) if newest else None

@@ -173,6 +173,25 @@ def test_the_janitor_cuts_a_changelog_and_the_checkpoint_log_below_a_snapshot(
     assert produce(bootstrap, checkpoints, [fence_record("w2")]) == [4]
 
 
+def test_the_janitor_keeps_each_models_newest_snapshot(persistent: EmbeddedBroker) -> None:
+    """The journey stage keeps only each model's newest snapshot: the janitor deletes the
+    batches of attribution-models below the oldest of those."""
+    bootstrap = persistent.bootstrap
+    topic = "x.attribution-models"
+    create(bootstrap, topic)
+    producer = Producer({"bootstrap.servers": bootstrap})
+    for key, value in [(b"markov", b"m1"), (b"shapley", b"s1"), (b"markov", b"m2")]:
+        producer.produce(topic, value, key)
+        assert producer.flush(30) == 0  # one batch each
+    janitor = Janitor(persistent)
+    assert janitor.sweep() == 1  # m1's batch; s1 is shapley's newest
+    assert read_all(bootstrap, topic) == [b"s1", b"m2"]
+    producer.produce(topic, b"s2", b"shapley")
+    assert producer.flush(30) == 0
+    assert janitor.sweep() == 1
+    assert read_all(bootstrap, topic) == [b"m2", b"s2"]
+
+
 def test_the_s3_endpoint_honours_conditional_writes(tmp_path: Path) -> None:
     port = free_port()
     server = subprocess.Popen(  # noqa: S603
@@ -233,6 +252,7 @@ def test_retention_settings_reach_new_and_existing_topics(broker: str) -> None:
     topics = Topics.from_settings(cfg)
     assert retention(topics.touchpoints.name) == "3600000"
     assert retention(topics.journeys.name) == str(168 * 3_600_000)
-    assert retention(topics.attribution_models.name) == ""  # snapshots are kept
+    assert retention(topics.closed_paths.name) == "3600000"  # an input of the learner
+    assert retention(topics.attribution_models.name) == ""  # the janitor keeps the newest
     ensure_topics(cfg.model_copy(update={"retention_input_hours": 2.0}))
     assert retention(topics.touchpoints.name) == "7200000"

@@ -10,6 +10,7 @@ from pipeline.agents.snapshots import (
     SnapshotPolicy,
     due,
     floors,
+    newest_floor,
     parse_snapshots,
     renewed_fence,
     snapshot_entry,
@@ -116,3 +117,11 @@ def test_an_old_table_gets_a_snapshot_so_that_the_log_can_be_cut(tmp_path: Path)
     task.reached["seen"], task.snapshot_age["seen"] = 20, 5  # one write since
     assert due(task, table, 0, policy)
     table.close_all()
+
+
+def test_of_the_model_snapshots_each_models_newest_is_kept() -> None:
+    seen: dict[bytes, int] = {}
+    assert newest_floor([], seen) is None
+    first = [(0, b"markov", b"1"), (1, b"shapley", b"1"), (2, b"markov", b"2")]
+    assert newest_floor(first, seen) == 1  # shapley's only snapshot
+    assert newest_floor([(3, b"shapley", b"2")], seen) == 2  # read piece by piece
