@@ -205,6 +205,9 @@ class AudienceStep:
         self._saved.pop(partition, None)
         self._history.pop(partition, None)
         self._settled.pop(partition, None)
+        # Its changelog partition too: no snapshot of it until this worker writes it again.
+        self._written.pop(partition, None)
+        self._snapshot_checked.pop(partition, None)
 
     # -- signals -------------------------------------------------------------------------
 

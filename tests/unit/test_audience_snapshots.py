@@ -131,3 +131,16 @@ def test_an_unfinished_snapshot_moves_no_floor() -> None:
     assert marked_floor(log[:4], starts) == 0
     assert marked_floor(log[4:], starts) is None  # read piece by piece: no new floor
     assert marked_floor([(6, b"__snapshot-end__:0:1", b'"b"')], starts) == 4
+
+
+def test_a_released_partition_is_not_snapshotted_from_what_memory_still_holds(
+    serde: AvroSerde,
+) -> None:
+    """After a rebalance took a partition away, this worker never writes its keys again
+    (another worker owns them now), however much it had written before."""
+    table, step = run(serde, min_records=10_000)  # writes counted, no snapshot yet
+    step.release(0)
+    step.snapshot_min_records = 1
+    step.flush()
+    assert marked_floor(table.logs[0], {}) is None
+    assert all(marked_floor(log, {}) is not None for log in table.logs[1:])
