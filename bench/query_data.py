@@ -124,18 +124,40 @@ FROM
 """
 
 
-def journeys_sql(db: str, first: int, count: int, persons: int, old: bool = False) -> str:
+#: The Join table of each touchpoint's source, device and type that :func:`generate` builds
+#: so that journeys carry them as the journey stage writes them (migration 0013).
+FACTS = "bench_touch_facts"
+
+
+def journeys_sql(
+    db: str, first: int, count: int, persons: int, old: bool = False, facts: bool = True
+) -> str:
     """``INSERT`` of journeys ``first .. first+count``, or with *old* of the superseded
     first versions of 5% of the converted ones (one touch more, which the new version
-    drops: its credit rows must leave attribution_current)."""
+    drops: its credit rows must leave attribution_current). With *facts*, each touch's
+    source and device and the conversion's type and device, looked up in :data:`FACTS`
+    (without, the columns a schema before 0013 has)."""
     j = journey_exprs("j")
     ids = f"arrayMap(i -> {event_id('j * 6 + i')}, range(k))"
     chans = f"arrayMap(i -> {channel('j * 6 + i')}, range(k))"
     times = "arrayMap(i -> start + toIntervalSecond(i * gap), range(k))"
+    get = f"joinGet('{db}.{FACTS}', '{{}}', {{}})"
+    described = (
+        ", touch_sources, touch_devices, conversion_event_type, conversion_device" if facts else ""
+    )
+    values = (
+        f""",
+    arrayMap(id -> {get.format("source", "id")}, touch_event_ids) AS touch_sources,
+    arrayMap(id -> {get.format("device", "id")}, touch_event_ids) AS touch_devices,
+    {get.format("event_type", "conversion_event_id")} AS conversion_event_type,
+    {get.format("device", "conversion_event_id")} AS conversion_device"""
+        if facts
+        else ""
+    )
     return f"""
 INSERT INTO {db}.journeys (journey_id, person_id, started_at, ended_at, converted,
     conversion_event_id, revenue, path, touch_event_ids, touch_times, touch_count, hops,
-    days_to_convert, version)
+    days_to_convert, version{described})
 SELECT
     {j["journey_id"]} AS journey_id,
     {j["person"].format(persons=persons)} AS person_id,
@@ -152,7 +174,7 @@ SELECT
     toUInt32(arraySum(arrayMap((a, b) -> a != b, arrayPopBack(path), arrayPopFront(path))))
         AS hops,
     if(converted, dateDiff('second', started_at, ended_at) / 86400, 0) AS days_to_convert,
-    version
+    version{values}
 FROM
 (
     SELECT j, tc, converted, start, gap, version,
@@ -232,10 +254,25 @@ FROM (SELECT arrayJoin({_arr(CHANNELS)}) AS c)
     ]
 
 
+def facts_sql(db: str) -> str:
+    """The :data:`FACTS` Join table: per event id, what migration 0013 looks up."""
+    return f"""
+CREATE TABLE {db}.{FACTS} ENGINE = Join(ANY, LEFT, event_id)
+AS SELECT event_id, max(source) AS source, max(device_type) AS device,
+          max(event_type) AS event_type
+FROM {db}.touchpoints GROUP BY event_id
+"""
+
+
 def generate(
-    run: Callable[[str], object], db: str, touchpoints: int, chunk: int = 2_000_000
+    run: Callable[[str], object],
+    db: str,
+    touchpoints: int,
+    chunk: int = 2_000_000,
+    facts: bool = True,
 ) -> None:
-    """Fill *db* (migrated, empty) through *run*: touchpoints in chunks, then the rest."""
+    """Fill *db* (migrated, empty) through *run*: touchpoints in chunks, then the rest;
+    without *facts*, journeys without the touch facts (a schema before 0013)."""
     persons = max(1, touchpoints // 11)
     journeys = touchpoints // SLOTS
     step = chunk - chunk % SLOTS
@@ -243,9 +280,13 @@ def generate(
         for first in range(0, journeys * SLOTS, step):
             run(touchpoints_sql(db, first, min(step, journeys * SLOTS - first), persons, copy))
     jstep = step // SLOTS
+    if facts:
+        run(facts_sql(db))
     for old in (True, False):
         for first in range(0, journeys, jstep):
-            run(journeys_sql(db, first, min(jstep, journeys - first), persons, old))
+            run(journeys_sql(db, first, min(jstep, journeys - first), persons, old, facts))
+    if facts:
+        run(f"DROP TABLE {db}.{FACTS}")
     for version in (1, 2):
         run(attribution_sql(db, version))
     for sql in identity_sql(db, persons):

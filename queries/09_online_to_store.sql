@@ -12,12 +12,10 @@
 --   within_window counts those with an online visit in the last bopis_hours (research
 --   online, buy in store). Orders bought online and collected in a store (Shopify
 --   local-pickup orders) are counted by 15_bopis.sql.
--- FINAL: needed on journeys (ReplacingMergeTree by version). The touchpoints subqueries
---   only build sets of event ids, where duplicate rows change nothing, so they skip FINAL.
---   The set of web/app touches is built only from the touches of store conversions, not
---   from every web and app event, matched by their 64-bit hash (cheaper to look up than
---   the string): a collision would only add an event id no journey holds, as the set is
---   then tested with the touch's own id.
+-- FINAL: needed on journeys (ReplacingMergeTree by version). Each journey carries its
+--   touches' sources and its conversion's event type (migration 0013), so touchpoints
+--   are not read. The latest online touch is the first one at the latest online time,
+--   as an argMax over the touches in order would pick it.
 SELECT
     if(online_touches = 0, '(no online touch)', last_channel) AS last_online_channel,
     count() AS store_conversions,
@@ -32,41 +30,18 @@ SELECT
 FROM
 (
     SELECT
-        journey_id,
-        any(revenue) AS order_revenue,
-        any(ended_at) AS purchased_at,
-        argMaxIf(touch_channel, touch_at, online) AS last_channel,
-        maxIf(touch_at, online) AS last_online_at,
-        countIf(online) AS online_touches
-    FROM
-    (
-        SELECT
-            journey_id, revenue, ended_at, touch_channel, touch_at,
-            touch_id IN
-            (
-                SELECT event_id
-                FROM journeys.touchpoints
-                WHERE source = 'segment'
-                  AND cityHash64(event_id) IN
-                      (
-                          SELECT cityHash64(arrayJoin(touch_event_ids))
-                          FROM journeys.journeys
-                          WHERE converted
-                            AND conversion_event_id IN
-                                (SELECT event_id FROM journeys.touchpoints
-                                 WHERE event_type = 'store_purchase')
-                            AND toDate(ended_at) >= {since:Date}
-                            AND toDate(ended_at) < {until:Date}
-                      )
-            ) AS online
-        FROM journeys.journeys FINAL
-        LEFT ARRAY JOIN touch_event_ids AS touch_id, touch_times AS touch_at, path AS touch_channel
-        WHERE converted
-          AND conversion_event_id IN
-              (SELECT event_id FROM journeys.touchpoints WHERE event_type = 'store_purchase')
-          AND toDate(ended_at) >= {since:Date} AND toDate(ended_at) < {until:Date}
-    )
-    GROUP BY journey_id
+        revenue AS order_revenue,
+        ended_at AS purchased_at,
+        arrayFilter((t, s) -> s = 'segment', touch_times, touch_sources) AS online_times,
+        length(online_times) AS online_touches,
+        if(online_touches = 0, toDateTime64(0, 3, 'UTC'), arrayMax(online_times))
+            AS last_online_at,
+        arrayFilter((c, s) -> s = 'segment', path, touch_sources)[
+            indexOf(online_times, last_online_at)] AS last_channel
+    FROM journeys.journeys FINAL
+    WHERE converted
+      AND conversion_event_type = 'store_purchase'
+      AND toDate(ended_at) >= {since:Date} AND toDate(ended_at) < {until:Date}
 )
 GROUP BY last_online_channel
 ORDER BY last_online_channel = '(no online touch)', store_conversions DESC, last_online_channel

@@ -529,7 +529,17 @@ def journey_row(rec: dict[str, Any], _p: int, _o: int, _now: datetime) -> tuple[
         days,
         int(rec.get("version") or 1),
         1 if rec.get("retracted") else 0,
+        _per_touch(rec.get("touch_sources"), len(path)),
+        _per_touch(rec.get("touch_devices"), len(path)),
+        _s(rec.get("conversion_event_type")),
+        _s(rec.get("conversion_device")),
     )
+
+
+def _per_touch(values: Any, touches: int) -> list[str]:
+    """One text per touch; a journey written before the field existed has none: empty."""
+    out = [str(v) for v in values or []][:touches]
+    return out + [""] * (touches - len(out))
 
 
 JOURNEYS = TableSpec(
@@ -537,7 +547,8 @@ JOURNEYS = TableSpec(
     (
         "journey_id", "person_id", "started_at", "ended_at", "converted", "conversion_event_id",
         "revenue", "path", "touch_event_ids", "touch_times", "touch_count", "hops",
-        "days_to_convert", "version", "is_deleted",
+        "days_to_convert", "version", "is_deleted", "touch_sources", "touch_devices",
+        "conversion_event_type", "conversion_device",
     ),
     journey_row,
 )  # fmt: skip

@@ -69,13 +69,17 @@ KIND_CONVERSION = "conversion"
 KIND_SYNTHETIC = "synthetic"
 
 # Layout of the JSON lists kept in the state (compact: the state is stored per person).
-# event:   [at_ms, event_id, flags, channel, campaign, revenue, route key | None]
-# touch:   [at_ms, event_id, channel, campaign, kind]
+# event:   [at_ms, event_id, flags, channel, campaign, revenue, route key | None,
+#           source, device type, event type]
+# touch:   [at_ms, event_id, channel, campaign, kind, source, device type]
+# (a state written before the last three event fields and the last two touch fields
+# existed is read with them empty)
 # session: [touch_event_id, start_ms, last_ms, channel, campaign]
 # replay:  [touches, session, last_conversion [at_ms, event_id] | None]
 # emitted: {journey_id: [version, digest, started_ms, ended_ms, person_id, converted, retracted]}
-_T, _ID, _CH, _CAMP, _KIND = 0, 1, 2, 3, 4
-_E_FLAGS, _E_CH, _E_CAMP, _E_REV, _E_ROUTE = 2, 3, 4, 5, 6
+_T, _ID, _CH, _CAMP, _KIND, _SRC, _DEV = 0, 1, 2, 3, 4, 5, 6
+_E_FLAGS, _E_CH, _E_CAMP, _E_REV, _E_ROUTE, _E_SRC, _E_DEV, _E_TYPE = 2, 3, 4, 5, 6, 7, 8, 9
+_EVENT_LEN, _TOUCH_LEN = 10, 7
 _S_LAST, _S_CH, _S_CAMP = 2, 3, 4
 _V, _DIGEST, _START, _END, _PERSON, _CONV, _GONE = 0, 1, 2, 3, 4, 5, 6
 
@@ -89,13 +93,16 @@ _NO_TOUCH_CHANNELS = frozenset({"", "unassigned"})
 
 @dataclass(frozen=True, slots=True)
 class Touch:
-    """One touch of a path. ``kind`` is session, touch, conversion or synthetic."""
+    """One touch of a path. ``kind`` is session, touch, conversion or synthetic;
+    ``source`` and ``device`` are those of the event whose id the touch carries."""
 
     channel: str
     at: datetime
     event_id: str
     campaign: str | None = None
     kind: str = KIND_TOUCH
+    source: str = ""
+    device: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +112,7 @@ class ClosedJourney:
     ``version`` grows each time the journey's content changes (a late event, an
     identity merge); the latest version of a ``journey_id`` replaces the earlier ones.
     A ``retracted`` journey no longer exists (its touches now belong to another one).
+    ``conversion_event_type`` and ``conversion_device`` describe the conversion event.
     """
 
     journey_id: str
@@ -117,6 +125,8 @@ class ClosedJourney:
     touches: tuple[Touch, ...]
     version: int = 1
     retracted: bool = False
+    conversion_event_type: str = ""
+    conversion_device: str = ""
 
     @property
     def path(self) -> tuple[str, ...]:
@@ -154,10 +164,15 @@ class ClosedJourney:
             "touch_times": [t.at for t in self.touches],
             "version": self.version,
             "retracted": self.retracted,
+            "touch_sources": [t.source for t in self.touches],
+            "touch_devices": [t.device for t in self.touches],
+            "conversion_event_type": self.conversion_event_type,
+            "conversion_device": self.conversion_device,
         }
 
     def digest(self) -> str:
-        """What identifies the content (not the version): equal digests, same journey."""
+        """What identifies the content (not the version): equal digests, same journey.
+        Sources, devices and the conversion's type follow from the event ids."""
         content = [
             self.person_id,
             self.converted,
@@ -250,9 +265,9 @@ class JourneyState:
                     f"journey state format {data.get('format')!r} is not {STATE_FORMAT}"
                 )
             state = cls(str(data["person_id"]), int(data["watermark_ms"]))
-            state.events = [list(e) for e in data["events"]]
+            state.events = [_padded(e, _EVENT_LEN) for e in data["events"]]
             for event in state.events:
-                if len(event) != 7 or not isinstance(event[_T], int):
+                if not isinstance(event[_T], int):
                     raise JourneyError(f"malformed event {event!r}")
             state.base = _check_replay(data["base"])
             state.head = _check_replay(data["head"])
@@ -285,13 +300,23 @@ class JourneyState:
         )
 
 
+def _padded(item: Any, length: int) -> list[Any]:
+    """*item* as a list of *length*: one written before its last text fields existed
+    (three fewer for an event, two for a touch) gets them empty."""
+    out = list(item)
+    if len(out) not in (length, length - (3 if length == _EVENT_LEN else 2)):
+        raise JourneyError(f"malformed state entry {item!r}")
+    return out + [""] * (length - len(out))
+
+
 def _check_replay(value: Any) -> list[Any]:
     touches, session, last = value
-    if not isinstance(touches, list) or any(len(t) != 5 for t in touches):
+    if not isinstance(touches, list):
         raise JourneyError("malformed touches")
     if session is not None and len(session) != 5:
         raise JourneyError("malformed session")
-    return [[list(t) for t in touches], None if session is None else list(session), last]
+    touches = [_padded(t, _TOUCH_LEN) for t in touches]
+    return [touches, None if session is None else list(session), last]
 
 
 def _copy_replay(replay: list[Any]) -> list[Any]:
@@ -346,7 +371,8 @@ class JourneyBuilder:
         at = int(occurred.timestamp() * 1000)
         campaign = tp.campaign.name if tp.campaign is not None else None
         revenue = float(tp.revenue) if tp.revenue is not None else 0.0
-        event = [at, tp.event_id, flags, tp.channel, campaign, revenue, route]
+        event = [at, tp.event_id, flags, tp.channel, campaign, revenue, route,
+                 tp.source, tp.device_type or "", tp.event_type]  # fmt: skip
         events = state.events
         i = bisect.bisect_left(events, (at, tp.event_id), key=_key)
         if i < len(events) and events[i][_ID] == tp.event_id:
@@ -585,6 +611,7 @@ class JourneyBuilder:
         session = replay[1]
         at, event_id, flags = event[_T], event[_ID], event[_E_FLAGS]
         channel, campaign = event[_E_CH], event[_E_CAMP]
+        described = [event[_E_SRC], event[_E_DEV]]  # a touch's source and device
         owner = person or ""
         if touches and at > touches[-1][_T] + rules.inactivity_ms:
             closed.append(_null_journey(owner, touches))
@@ -609,10 +636,11 @@ class JourneyBuilder:
                     and last[_CH] == channel
                     and at - last[_T] <= rules.session_timeout_ms
                 ):
-                    self._push_touch(touches, [at, event_id, channel, campaign, KIND_SESSION])
+                    touch = [at, event_id, channel, campaign, KIND_SESSION, *described]
+                    self._push_touch(touches, touch)
                 replay[1] = [event_id, at, at, channel, campaign]
         elif flags & TOUCH:
-            self._push_touch(touches, [at, event_id, channel, campaign, KIND_TOUCH])
+            self._push_touch(touches, [at, event_id, channel, campaign, KIND_TOUCH, *described])
         if flags & CONVERSION:
             if (
                 not flags & SESSION
@@ -625,8 +653,9 @@ class JourneyBuilder:
                     and last[_CH] == channel
                     and at - last[_T] <= rules.session_timeout_ms
                 ):
-                    self._push_touch(touches, [at, event_id, channel, campaign, KIND_CONVERSION])
-            closed.append(self._close_conversion(replay, owner, at, event_id, event[_E_REV]))
+                    touch = [at, event_id, channel, campaign, KIND_CONVERSION, *described]
+                    self._push_touch(touches, touch)
+            closed.append(self._close_conversion(replay, owner, event))
         return closed
 
     def _push_touch(self, touches: list[list[Any]], touch: list[Any]) -> None:
@@ -640,9 +669,8 @@ class JourneyBuilder:
         if drop > 0:
             del touches[:drop]
 
-    def _close_conversion(
-        self, replay: list[Any], person: str, at: int, event_id: str, revenue: float
-    ) -> ClosedJourney:
+    def _close_conversion(self, replay: list[Any], person: str, event: list[Any]) -> ClosedJourney:
+        at, event_id, source, device = event[_T], event[_ID], event[_E_SRC], event[_E_DEV]
         horizon = at - self.rules.lookback_ms
         credited = tuple(_touch(t) for t in replay[0] if t[_T] >= horizon)
         if not credited:
@@ -650,7 +678,10 @@ class JourneyBuilder:
             fallback = "direct"
             if session is not None and 0 <= at - session[_S_LAST] <= self.rules.session_timeout_ms:
                 fallback = str(session[_S_CH])
-            credited = (Touch(fallback, from_millis(at), event_id, None, KIND_SYNTHETIC),)
+            synthetic = Touch(
+                fallback, from_millis(at), event_id, None, KIND_SYNTHETIC, source, device
+            )
+            credited = (synthetic,)
         replay[0] = []
         replay[2] = [at, event_id]
         return ClosedJourney(
@@ -660,8 +691,10 @@ class JourneyBuilder:
             ended_at=from_millis(at),
             converted=True,
             conversion_event_id=event_id,
-            revenue=float(revenue),
+            revenue=float(event[_E_REV]),
             touches=credited,
+            conversion_event_type=str(event[_E_TYPE]),
+            conversion_device=str(device),
         )
 
 
@@ -672,6 +705,8 @@ def _touch(item: list[Any]) -> Touch:
         event_id=item[_ID],
         campaign=item[_CAMP],
         kind=item[_KIND],
+        source=item[_SRC],
+        device=item[_DEV],
     )
 
 

@@ -83,7 +83,7 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     try:
         older = migrate(client, "journeys", before=8)
         assert older and all(int(name[:4]) < 8 for name in older)
-        generate(client.command, "journeys", 60_000, chunk=20_000)
+        generate(client.command, "journeys", 60_000, chunk=20_000, facts=False)
         columns = _columns(client)
         before = _snapshot(client, columns)
         applied = migrate(client, "journeys")

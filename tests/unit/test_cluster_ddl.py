@@ -40,6 +40,8 @@ def test_every_object_is_created_on_the_cluster_with_replicated_engines() -> Non
     assert creates and len(creates) + len(inserts) == len(STATEMENTS)
     assert all(" ON CLUSTER prod" in s.split("\n", 1)[0] for s in creates)
     engines = re.findall(r"ENGINE = (\w+)", "\n".join(STATEMENTS))
+    # but the lookup a rebuild fills its new columns from (0013), dropped at its end
+    engines = [e for e in engines if e != "Join"]
     assert engines and all(e.startswith("Replicated") for e in engines), engines
     # without a cluster nothing changes
     plain = [s for m in load_migrations() for s in m.statements("journeys")]

@@ -30,8 +30,8 @@ def _tables() -> dict[str, tuple[str, str | None]]:
             if match is None:
                 continue
             part = re.search(r"PARTITION BY\s+(.+?)\s*\n", match.group("rest") + "\n")
-            # A table rebuilt as <name>_v2 and exchanged (0005, 0009) is <name> from then on.
-            name = re.sub(r"_v2$", "", match.group(1))
+            # A table rebuilt as <name>_vN and exchanged (0005, 0009, 0013) is <name> then.
+            name = re.sub(r"_v\d+$", "", match.group(1))
             out[name] = (match.group("engine"), part.group(1) if part else None)
     return out
 

@@ -45,6 +45,7 @@ def tp(
     person: str = "p1",
     campaign: str | None = None,
     revenue: float | None = None,
+    device: str | None = None,
 ) -> Touchpoint:
     when = T0 + at
     return Touchpoint(
@@ -58,6 +59,7 @@ def tp(
         campaign=Campaign(name=campaign) if campaign else None,
         revenue=revenue,
         person_id=person,
+        device_type=device,
     )
 
 
@@ -213,7 +215,7 @@ def test_conversion_without_touch_gets_a_synthetic_direct_touch() -> None:
     run.flush(2 * HOUR)
     [journey] = run.closed
     assert journey.path == ("direct",)
-    assert journey.touches == (Touch("direct", T0, "o", None, "synthetic"),)
+    assert journey.touches == (Touch("direct", T0, "o", None, "synthetic", "shopify"),)
     assert journey.days_to_convert == 0.0
 
 
@@ -485,6 +487,62 @@ def test_state_round_trips_through_json_and_continues_identically() -> None:
     two = run.builder.apply(run.state, tail, wm)
     assert one.closed == two.closed
     assert one.state.to_dict() == two.state.to_dict()
+
+
+def test_touches_carry_the_source_and_device_of_their_events() -> None:
+    """Issue 16: a journey says where each touch happened and what the conversion was, so
+    analysts need not look every touch up in touchpoints."""
+    run = Runner().feed(
+        tp("e", 0 * MIN, "email_click", "email", source="sendgrid"),
+        tp("a", 1 * HOUR, channel="organic_search", device="mobile"),
+        tp("b", 1 * HOUR + MIN, device="desktop"),  # the same session: no new touch
+        tp("s", 3 * HOUR, "store_purchase", "store", source="pos", revenue=20.0),
+        tp("o", 9 * HOUR, "order_completed", device="tablet", revenue=5.0),
+    )
+    store, online = run.closed
+    assert [(t.event_id, t.source, t.device) for t in store.touches] == [
+        ("e", "sendgrid", ""),
+        ("a", "segment", "mobile"),
+        *[(t.event_id, "pos", "") for t in store.touches[2:]],
+    ]
+    assert (store.conversion_event_type, store.conversion_device) == ("store_purchase", "")
+    assert (online.conversion_event_type, online.conversion_device) == ("order_completed", "tablet")
+    assert [(t.source, t.device) for t in online.touches] == [("segment", "tablet")]
+    record = store.to_record()
+    assert record["touch_sources"] == [t.source for t in store.touches]
+    assert record["touch_devices"] == [t.device for t in store.touches]
+    assert len(record["touch_sources"]) == len(record["path"])
+
+
+def test_a_state_written_before_touch_facts_reads_back_and_revises_nothing() -> None:
+    """A stored state from before events and touches kept their source and device reads
+    back with them empty; the journeys it already emitted are not emitted again."""
+    events = [
+        tp("e", 0 * MIN, "email_click", "email", source="sendgrid"),
+        tp("a", 1 * HOUR, channel="organic_search", device="mobile"),
+    ]
+    run = Runner().feed(*events)
+    assert run.state is not None
+    data = json.loads(json.dumps(run.state.to_dict()))
+    data["events"] = [e[:7] for e in data["events"]]
+    for replay in (data["base"], data["head"]):
+        replay[0] = [t[:5] for t in replay[0]]
+    old = JourneyState.from_dict(data)
+    assert [e[7:] for e in old.events] == [["", "", ""]] * 2
+    late = tp("l", 30 * MIN, device="desktop")  # a late event: every journey is rebuilt
+    order = tp("o", 2 * HOUR, "order_completed", revenue=5.0)
+    wm = to_millis(order.occurred_at)
+    builder = run.builder
+    was, now = builder.apply(old, late, wm), builder.apply(run.state, late, wm)
+    assert was.closed == now.closed == []
+    was, now = builder.apply(was.state, order, wm), builder.apply(now.state, order, wm)
+    assert [(j.journey_id, j.version, j.path) for j in was.closed] == [
+        (j.journey_id, j.version, j.path) for j in now.closed
+    ]
+    [journey] = was.closed
+    assert [t.source for t in journey.touches] == ["", "segment", "", "segment"]  # l, o: new
+    with pytest.raises(JourneyError):
+        JourneyState.from_dict({**data, "events": [e[:8] for e in run.state.to_dict()["events"]]})
 
 
 def test_old_events_become_final_and_the_state_stays_bounded() -> None:
