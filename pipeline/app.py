@@ -241,7 +241,8 @@ def build_engine_stages(
 
 
 def create_app(settings: Settings, serde: AvroSerde | None = None) -> WorkerApp:
-    """Build the worker for *settings* (no I/O until it starts)."""
+    """Build the worker for *settings*; the only I/O before it starts is the fence that
+    ends the audiences table's changelog before Faust recovers it (fence_changelog)."""
     serde = serde or AvroSerde.from_dir(settings.schemas_dir, settings.schema_registry_url)
     topics = Topics.from_settings(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
