@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,6 +18,22 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/integration" in str(item.path):
             item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture
+def persistent(tmp_path: Path) -> Iterator[Any]:
+    """A persistent embedded broker (Tansu on files through the local S3 endpoint) in
+    *tmp_path*, for one test."""
+    from pipeline.broker import EmbeddedBroker, free_port
+
+    broker = EmbeddedBroker(
+        f"127.0.0.1:{free_port()}",
+        tmp_path / "log" / "broker.log",
+        storage="s3",
+        data_dir=tmp_path / "broker",
+    )
+    with broker:
+        yield broker
 
 
 @pytest.fixture(scope="session")

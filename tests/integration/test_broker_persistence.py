@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -52,18 +51,6 @@ def create(bootstrap: str, topic: str, config: dict[str, str] | None = None) -> 
     admin = AdminClient({"bootstrap.servers": bootstrap})
     for future in admin.create_topics([NewTopic(topic, 1, 1, config=config or {})]).values():
         future.result()
-
-
-@pytest.fixture
-def persistent(tmp_path: Path) -> Iterator[EmbeddedBroker]:
-    broker = EmbeddedBroker(
-        f"127.0.0.1:{free_port()}",
-        tmp_path / "log" / "broker.log",
-        storage="s3",
-        data_dir=tmp_path / "broker",
-    )
-    with broker:
-        yield broker
 
 
 def test_a_killed_broker_comes_back_with_every_record_and_offsets_go_on(
