@@ -412,15 +412,18 @@ WHERE NOT converted AND NOT is_deleted
 ORDER BY journey_id
 """
 CREDIT_PER_MODEL = """
-SELECT model, uniqExact(conversion_event_id), round(sum(credit), 6),
-       round(sum(revenue_credit), 4)
+SELECT model, uniqExact(conversion_event_id), round(sum(toDecimal128(credit, 12)), 6),
+       round(sum(toDecimal128(revenue_credit, 12)), 4)
 FROM {db}.attribution_current GROUP BY model ORDER BY model
 """
 # Markov and Shapley credit each conversion with the snapshot the journey stage holds at
 # that moment, so how they split across channels depends on timing even without faults;
 # per channel, the rule-based models are compared (per model, all of them above).
+# Each credit is summed as a decimal: a float sum depends on the order of its rows
+# (4532.9247 against 4532.9248), a decimal sum of the same values does not.
 CREDIT_PER_CHANNEL = """
-SELECT model, channel, round(sum(credit), 6), round(sum(revenue_credit), 4)
+SELECT model, channel, round(sum(toDecimal128(credit, 12)), 6),
+       round(sum(toDecimal128(revenue_credit, 12)), 4)
 FROM {db}.attribution_current WHERE model IN ({models})
 GROUP BY model, channel ORDER BY model, channel
 """

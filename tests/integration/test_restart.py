@@ -34,7 +34,9 @@ from sinks.query_server import find_owner, remote_query
 DB = "journeys"
 RULE_MODELS = ("first_touch", "last_touch", "linear", "time_decay", "position_based")
 CREDIT = (
-    "SELECT model, channel, round(sum(credit), 6) FROM {db}.attribution_current "
+    # Summed as decimals, so the order of the rows cannot change the last digit.
+    "SELECT model, channel, round(sum(toDecimal128(credit, 12)), 6) "
+    "FROM {db}.attribution_current "
     "GROUP BY model, channel ORDER BY model, channel FORMAT JSONCompactEachRow"
 )
 
