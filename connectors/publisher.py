@@ -3,55 +3,20 @@
 from __future__ import annotations
 
 import logging
-import uuid
-from datetime import UTC, datetime
 from typing import Any
 
 from connectors.base import Rejected
+from pipeline.core.dead_letters import dead_letter_record
 from pipeline.core.model import Touchpoint
-from pipeline.core.pii import redact
 from pipeline.serde import AvroSerde
 from pipeline.settings import Settings
 from pipeline.topics import Topics
 
 log = logging.getLogger(__name__)
 
-DEAD_LETTER_NAMESPACE = uuid.UUID("2b0f5a8e-7f7c-5d8e-8c1b-3f0e6a9d4c21")
-
 
 class PublishError(RuntimeError):
     """The broker did not acknowledge what was published."""
-
-
-def dead_letter_record(
-    source: str,
-    stage: str,
-    error: str,
-    raw: bytes,
-    location: str | None = None,
-    topic: str | None = None,
-    partition: int | None = None,
-    offset: int | None = None,
-    received_at: datetime | None = None,
-) -> dict[str, Any]:
-    """A ``DeadLetter`` record; its id is deterministic, so a replay adds no duplicate."""
-    payload = redact(raw)
-    # Errors may quote the offending value ("expected a number, got 'ana@example.com'").
-    error = redact(error.encode("utf-8", "replace")).decode("utf-8", "replace")
-    where = location or (f"{topic}[{partition}]@{offset}" if topic is not None else "")
-    key = f"{source}|{stage}|{where}|".encode() + payload
-    return {
-        "dead_letter_id": str(uuid.uuid5(DEAD_LETTER_NAMESPACE, key.hex())),
-        "source": source,
-        "stage": stage,
-        "error": error,
-        "payload": payload,
-        "location": location,
-        "topic": topic,
-        "partition": partition,
-        "offset": offset,
-        "received_at": received_at or datetime.now(UTC),
-    }
 
 
 #: librdkafka settings of the publisher (on top of the connection settings).

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from connectors.publisher import dead_letter_record
+from pipeline.core.dead_letters import dead_letter_record
 from pipeline.metrics import Registry
 from pipeline.serde import AvroSerde, SerdeError
 from pipeline.settings import Settings

@@ -31,13 +31,13 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from typing import Any
 
-from connectors.publisher import dead_letter_record
 from pipeline.agents import faust_fixes
 from pipeline.agents.engine import Stage
 from pipeline.agents.messages import Out
 from pipeline.agents.output import OutputProducer
 from pipeline.agents.snapshots import SNAPSHOT_END, SNAPSHOT_START
 from pipeline.core.audiences import Audiences, Change, PersonState
+from pipeline.core.dead_letters import dead_letter_record
 from pipeline.core.profiles import ProfileError, Signal
 from pipeline.core.segments import SegmentRules
 from pipeline.serde import AvroSerde, SerdeError

@@ -32,8 +32,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from connectors.publisher import dead_letter_record
 from pipeline.agents.messages import UPSTREAM_HEADER, Out
+from pipeline.core.dead_letters import dead_letter_record
 from pipeline.core.identity import ChangeKind, IdentityGraph
 from pipeline.core.model import Identifier, to_millis
 from pipeline.serde import AvroSerde, SerdeError

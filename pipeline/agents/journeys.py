@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from connectors.publisher import dead_letter_record
 from pipeline.agents.messages import UPSTREAM_HEADER, Out
 from pipeline.core.attribution import (
     DATA_DRIVEN_MODELS,
@@ -40,6 +39,7 @@ from pipeline.core.attribution import (
     fit_snapshot,
     snapshot_from_record,
 )
+from pipeline.core.dead_letters import dead_letter_record
 from pipeline.core.eligibility import counts_for_journeys
 from pipeline.core.identity import IdentityRules
 from pipeline.core.journeys import (

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import KafkaError, KafkaException
 
-from connectors.publisher import dead_letter_record
 from pipeline.agents.messages import Out
+from pipeline.core.dead_letters import dead_letter_record
 
 if TYPE_CHECKING:
     from pipeline.serde import AvroSerde

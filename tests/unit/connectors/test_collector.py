@@ -29,7 +29,7 @@ from connectors.collector import (
     start_collector,
     twilio_signature,
 )
-from connectors.publisher import dead_letter_record
+from pipeline.core.dead_letters import dead_letter_record
 from pipeline.core.model import Touchpoint
 from pipeline.core.pii import sha256_hex
 

@@ -50,9 +50,9 @@ from pydantic import SecretStr
 
 from connectors.base import Rejected
 from connectors.collector import CollectorConfig, create_collector, shopify_hmac, twilio_signature
-from connectors.publisher import dead_letter_record
 from connectors.registry import SOURCES
 from connectors.replay import replay_files
+from pipeline.core.dead_letters import dead_letter_record
 from pipeline.core.model import Touchpoint
 from pipeline.serde import AvroSerde
 from pipeline.settings import REPO_ROOT
