@@ -29,7 +29,7 @@ column                 required  meaning
 =====================  ========  ========================================================
 
 * Each row is an ``ad_click`` touch; the source event id is ``platform:click_id``.
-* The channel comes from the platform (:func:`pipeline.core.channels.source_channel`):
+* The channel comes from the platform (:func:`pipeline.core.source_channels.source_channel`):
   search engines → ``paid_search``, social networks → ``paid_social``, DSPs and
   retargeting → ``display``, YouTube → ``paid_video``...
 * ``campaign.click_id`` is ``<param>:<click id>`` (``gclid:abc``), the form the web
@@ -46,8 +46,9 @@ from datetime import datetime
 from typing import Any
 
 from connectors.base import FieldError, email_identifier, opt_float, opt_str, parse_time, req_str
-from pipeline.core.channels import campaign_from_url, source_channel
+from pipeline.core.channels import campaign_from_url
 from pipeline.core.model import Campaign, Identifier, Touchpoint, event_id_for
+from pipeline.core.source_channels import source_channel
 
 #: The URL parameter that carries each platform's click id.
 CLICK_ID_PARAMS: Mapping[str, str] = {

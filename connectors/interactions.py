@@ -36,8 +36,8 @@ from connectors.base import (
     phone_identifier,
     req_str,
 )
-from pipeline.core.channels import source_channel
 from pipeline.core.model import Identifier, Touchpoint, event_id_for
+from pipeline.core.source_channels import source_channel
 
 TYPES = ("chat", "call")
 DIRECTIONS = ("inbound", "outbound")

@@ -43,8 +43,8 @@ from connectors.base import (
     phone_identifier,
     req_str,
 )
-from pipeline.core.channels import source_channel
 from pipeline.core.model import Identifier, Touchpoint, event_id_for
+from pipeline.core.source_channels import source_channel
 
 COLUMNS = (
     "transaction_id",

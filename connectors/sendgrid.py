@@ -26,9 +26,10 @@ from datetime import datetime
 from typing import Any
 
 from connectors.base import FieldError, email_identifier, opt_str, parse_time, req_str
-from pipeline.core.channels import campaign_from_url, source_channel
+from pipeline.core.channels import campaign_from_url
 from pipeline.core.model import Campaign, Identifier, Touchpoint, event_id_for
 from pipeline.core.pii import redact
+from pipeline.core.source_channels import source_channel
 
 #: The events of the Event Webhook that are about one recipient.
 EVENTS = (

@@ -51,14 +51,14 @@ from connectors.base import (
     phone_identifier,
     req_str,
 )
-from pipeline.core.channels import (
+from pipeline.core.channels import campaign_from_url
+from pipeline.core.model import Identifier, Touchpoint, event_id_for
+from pipeline.core.source_channels import (
     SHOPIFY_ONLINE,
     SHOPIFY_POS,
     SHOPIFY_UNATTRIBUTED,
-    campaign_from_url,
     source_channel,
 )
-from pipeline.core.model import Identifier, Touchpoint, event_id_for
 
 TOPIC = "orders/create"
 

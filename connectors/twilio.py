@@ -28,9 +28,10 @@ from datetime import datetime
 from typing import Any
 
 from connectors.base import FieldError, get_path, opt_str, parse_time, req_str, snake
-from pipeline.core.channels import campaign_from_url, source_channel
+from pipeline.core.channels import campaign_from_url
 from pipeline.core.model import Campaign, Identifier, Touchpoint, event_id_for
 from pipeline.core.pii import PIIError, hash_phone, redact
+from pipeline.core.source_channels import source_channel
 
 LINK_CLICKED = "com.twilio.daptbt.link-shortening.link-clicked"
 INBOUND_STATUSES = ("received", "receiving")

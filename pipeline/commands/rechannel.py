@@ -8,8 +8,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from pipeline.commands._common import console, fail, settings
-from pipeline.core.channels import ChannelRules, source_channel, web_channel
+from pipeline.core.channels import ChannelRules, web_channel
 from pipeline.core.model import Campaign
+from pipeline.core.source_channels import source_channel
 
 EPILOG = """examples:
   journeys rechannel --dry-run          # what would change, old -> new, with counts

@@ -12,10 +12,10 @@ from pipeline.core.channels import (
     campaign_from_url,
     host_of,
     session_source,
-    source_channel,
     web_channel,
 )
 from pipeline.core.model import Campaign
+from pipeline.core.source_channels import source_channel
 
 PAGE = "https://www.shop.example/products/42"
 
