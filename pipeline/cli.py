@@ -7,6 +7,8 @@ import importlib
 import logging
 import sys
 
+from pipeline.commands._help import HelpFormatter
+
 COMMANDS = (
     "run",
     "demo",
@@ -47,7 +49,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         description="Cross-channel customer journeys: stitch identities, build journeys, "
         "attribute conversions, query them in ClickHouse.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

@@ -23,6 +23,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, TextIO
 
+from pipeline.commands._help import HelpFormatter
 from pipeline.core.attribution import (
     DEFAULT_HALF_LIFE_HOURS,
     DEFAULT_TOUCH_INTERVAL_HOURS,
@@ -106,7 +107,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="run every attribution model on a path file and print per-channel credit",
         description=DESCRIPTION,
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument(
         "--paths",

@@ -8,6 +8,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipeline.commands._common import console, fail, ingest_with_rules, settings
+from pipeline.commands._help import HelpFormatter
 
 EPILOG = """\
 routes:
@@ -78,7 +79,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Receive Segment Tracking API calls and vendor webhooks over HTTP, map "
         "them to touchpoints and publish them to Kafka; invalid requests become dead letters.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("--host", default=None, help="listen address (JOURNEYS_COLLECTOR_HOST)")
     p.add_argument("--port", type=int, default=None, help="port (JOURNEYS_COLLECTOR_PORT)")

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.commands._common import fail
+from pipeline.commands._help import HelpFormatter
 
 FORMATS = ("table", "json")
 EXIT_OK = 0
@@ -54,7 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="score identity stitching on generated data against its ground truth",
         description=DESCRIPTION,
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("folder", type=Path, metavar="DIR", help="a folder from journeys generate")
     p.add_argument(

@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from pipeline.commands._common import console, fail, settings
+from pipeline.commands._help import HelpFormatter
 
 EPILOG = """examples:
   journeys forget --email jane.doe@example.org
@@ -46,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="erase a person's identifiers and rows everywhere",
         description="Erase one person: identity graph, journey state, ClickHouse rows.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     who = p.add_mutually_exclusive_group(required=True)
     who.add_argument("--email", help="an e-mail address of the person (hashed here)")

@@ -6,25 +6,26 @@ import argparse
 from pathlib import Path
 
 from pipeline.commands._common import console
+from pipeline.commands._help import HelpFormatter
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "generate",
         help="write synthetic multi-channel logs with ground truth",
-        description="Write deterministic synthetic logs of the same simulated people in "
-        "every source's own format (Segment web/app traffic with every acquisition channel, "
-        "SendGrid e-mail events, Twilio SMS callbacks and clicks, Shopify orders, POS "
-        "transactions, ad clicks, chats and calls; ~1%% malformed records in each file), with "
-        "what makes identity hard: family tablets, store kiosks, typed e-mail typos, junk "
-        "identifiers and bots. Ground truth: the true owner of every identifier "
-        "(ground_truth.csv) and of every source event (events_truth.csv), e-mails and phones "
-        "hashed; plus manifest.json.",
+        description="Write deterministic synthetic logs of the same simulated people in every\n"
+        "source's own format: Segment web/app traffic with every acquisition channel,\n"
+        "SendGrid e-mail events, Twilio SMS callbacks and clicks, Shopify orders, POS\n"
+        "transactions, ad clicks, chats and calls, with ~1% malformed records in each file.\n"
+        "They hold what makes identity hard: family tablets, store kiosks, typed e-mail\n"
+        "typos, junk identifiers and bots. Ground truth: the true owner of every identifier\n"
+        "(ground_truth.csv) and of every source event (events_truth.csv), e-mails and\n"
+        "phones hashed; plus manifest.json.",
         epilog="example:\n  journeys generate --people 500 --days 30 --seed 7 --out var/sample\n"
         "  journeys replay var/sample/segment.jsonl --source segment\n"
         "  journeys replay var/sample/pos.csv --source pos\n"
         "  journeys evaluate var/sample",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("--people", type=int, default=200, help="customers to simulate (200)")
     p.add_argument("--days", type=int, default=30, help="days of event time (30)")

@@ -10,13 +10,14 @@ import sys
 from typing import Any
 
 from pipeline.commands._common import fail, settings
+from pipeline.commands._help import HelpFormatter
 
 EPILOG = """\
 examples:
   journeys query "SELECT channel, count() AS n FROM journeys.touchpoints FINAL GROUP BY channel"
   journeys query "SELECT * FROM journeys.dead_letters LIMIT 5 FORMAT JSONEachRow" | jq .
   journeys query --file queries/01_channel_credit_by_model.sql --param since=2026-10-01
-  journeys query "SELECT count() FROM journeys.journeys FINAL WHERE ended_at >= {since:Date}" \
+  journeys query "SELECT count() FROM journeys.journeys FINAL WHERE ended_at >= {since:Date}" \\
       --param since=2026-10-01
 
 Parameters use ClickHouse's {name:Type} syntax. Each --param name=value is bound on the
@@ -46,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="print the result of one SQL query",
         description="Run one read-only SQL query against JOURNEYS_CLICKHOUSE_URL.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.epilog = EPILOG.replace("{rows}", str(TABLE_ROWS))
     p.add_argument("sql", nargs="?", help="the query (or use --file)")

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from pipeline.commands._common import console, fail, settings
+from pipeline.commands._help import HelpFormatter
 from pipeline.core.channels import ChannelRules, web_channel
 from pipeline.core.model import Campaign
 from pipeline.core.source_channels import source_channel
@@ -58,7 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="re-derive the channels of stored touchpoints with the current rules",
         description="Re-derive the channel of stored web, Shopify and ad-click touchpoints.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("--dry-run", action="store_true", help="show the changes, write nothing")
     p.add_argument("--batch", type=int, default=10_000, help="touchpoints read per query (10000)")

@@ -6,6 +6,7 @@ import argparse
 import time
 
 from pipeline.commands._common import console, fail, ingest_with_rules, settings, stop_on_signals
+from pipeline.commands._help import HelpFormatter
 
 EPILOG = """\
 examples:
@@ -32,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Read log files of one source, map each record to touchpoints and "
         "publish them to journeys.touchpoints (Avro).",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("paths", nargs="+", metavar="PATH", help="files or globs (.jsonl, .csv, .gz)")
     p.add_argument(

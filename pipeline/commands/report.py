@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipeline.commands._common import console, fail, settings
+from pipeline.commands._help import HelpFormatter
 from sinks.report.data import MODELS
 
 if TYPE_CHECKING:
@@ -42,7 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Print the attribution report of the conversions in ClickHouse, and "
         "optionally write it as one self-contained HTML file.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("--since", type=_day, metavar="DATE", help="first conversion day (UTC)")
     p.add_argument("--until", type=_day, metavar="DATE", help="first day left out (UTC)")
