@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from connectors.generate_model import ACQUISITION, PAGES, SITE
+
 BOT_AGENTS = (
     "Mozilla/5.0 (compatible; AhrefsBot/7.0; +http://ahrefs.com/robot/)",
     "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 HeadlessChrome/120.0 Safari/537.36",
@@ -62,9 +64,7 @@ class _Writer(Protocol):
 
 
 def _site() -> tuple[tuple[str, ...], str, Sequence[Any]]:
-    """The generator's pages, site and ad landings (imported late: it imports us)."""
-    from connectors.generate import ACQUISITION, PAGES, SITE
-
+    """The generator's pages, site and ad landings."""
     return PAGES, SITE, ACQUISITION
 
 
