@@ -297,7 +297,7 @@ def _random_stats(seed: int, n_rows: int = 300, n_channels: int = 6) -> PathStat
 def test_markov_iterative_solver_matches_dense(order: int, monkeypatch: pytest.MonkeyPatch) -> None:
     stats = _random_stats(3)
     dense = fit_markov(stats, order)
-    monkeypatch.setattr(attr, "MARKOV_DENSE_STATE_LIMIT", 0)
+    monkeypatch.setattr(attr.markov, "MARKOV_DENSE_STATE_LIMIT", 0)
     sparse = fit_markov(stats, order)
     assert sparse.conversion_probability == pytest.approx(dense.conversion_probability, abs=1e-12)
     assert sparse.weights == pytest.approx(dense.weights, abs=1e-10)
@@ -437,7 +437,7 @@ def test_shapley_values_three_players_glove_game() -> None:
 def test_shapley_set_lookup_without_bitmasks_matches(monkeypatch: pytest.MonkeyPatch) -> None:
     stats = _random_stats(11)
     fast = attribute_paths(stats, ["shapley"])["shapley"]
-    monkeypatch.setattr(attr, "_MAX_BITMASK_CHANNELS", 0)
+    monkeypatch.setattr(attr.shapley, "_MAX_BITMASK_CHANNELS", 0)
     slow = attribute_paths(stats, ["shapley"])["shapley"]
     np.testing.assert_allclose(slow.conversions, fast.conversions, atol=1e-9)
     np.testing.assert_allclose(slow.value, fast.value, atol=1e-9)
