@@ -1,25 +1,4 @@
-"""The worker's batch engine: the hot path of the stream without Faust's per-event cost.
-
-Faust consumed every touchpoint two or three times, one event at a time through
-aiokafka (about 60 µs per event and hop before any work); the steps themselves
-(:class:`~pipeline.agents.identity.IdentityRouter`,
-:class:`~pipeline.agents.identity.IdentityOwner`,
-:class:`~pipeline.agents.journeys.JourneyStep`) cost about a tenth of that. The engine
-runs the same steps on batches consumed with confluent-kafka, one consumer group for
-the hot topics; messages are processed one by one in their partition's order; state
-lives in :class:`~pipeline.agents.checkpoint.StateTable` s whose writes stay in memory
-until the next checkpoint. See ``docs/performance.md``.
-
-**Checkpoints** (every ``commit_interval_s``, on revocation, on stop) never let state
-run ahead of its outputs, are atomic across a stage's tables and fence zombies without
-Kafka transactions: changelog records tagged (writer, seq), one flush for them and
-every output, then a marker per stage partition in ``<group>-checkpoints`` (input
-offset and changelog offsets), a flush, the local stores, the group commit. A restore
-applies only changelog records a valid marker covers and seeks the input to the
-marker's offset. A message whose step raises, or whose outputs would be over the
-producer's message limit, becomes a dead letter and the engine goes on. The protocol
-and its failure cases are in ``docs/reliability.md``.
-"""
+"""The worker's batch engine: the hot path of the stream without Faust's per-event cost."""
 
 from __future__ import annotations
 
@@ -30,22 +9,13 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+from pipeline.agents import commit
 from pipeline.agents.aligner import Aligner
-from pipeline.agents.checkpoint import (
-    CHECKPOINT_HEADER,
-    EngineError,
-    Journal,
-    KafkaClients,
-    Mark,
-    StateTable,
-    Task,
-    checkpoint_tag,
-    marker_record,
-)
+from pipeline.agents.checkpoint import EngineError, Journal, KafkaClients, StateTable, Task
 from pipeline.agents.messages import UPSTREAM_HEADER, Out
 from pipeline.agents.output import OutputError, OutputProducer, OutputTooLarge
 from pipeline.agents.restore import restore
-from pipeline.agents.snapshots import SnapshotPolicy, due, renewed_fence, snapshot_entry
+from pipeline.agents.snapshots import SnapshotPolicy
 from pipeline.settings import Settings
 from pipeline.topics import CONTROL_HEADER, TopicSpec
 
@@ -377,108 +347,11 @@ class Engine:
 
     def checkpoint(self) -> None:
         """Changelogs out; every output and changelog record acknowledged; markers out
-        and acknowledged; local stores; group offsets (``docs/reliability.md``).
-
-        If a message was lost, this raises, and every later checkpoint of this engine
-        raises too: nothing may be marked past a lost message, so the worker must stop
-        and resume from the last marker.
-        """
-        if self._broken is not None:
-            raise EngineError("a message was lost earlier; nothing more is committed") from (
-                self._broken
-            )
-        self._last_checkpoint = time.monotonic()
-        work: list[tuple[Task, list[dict[str, bytes | None]], int | None]] = []
-        covered: set[tuple[str, int]] = set()
-        snapshot: dict[tuple[str, int, str], int] = {}  # (topic, partition, table): first
-        for task in self._tasks.values():
-            for table, p in task.tables:
-                if due(task, table, p, self.snapshots):
-                    table.partition = p
-                    table.rewrite(p, list(table))
-                    start = task.reached.get(table.name, -1) + 1
-                    snapshot[(task.topic, task.partition, table.name)] = start
-            changes = [table.take_changes().get(p) or {} for table, p in task.tables]
-            covered.update((table.name, p) for table, p in task.tables)
-            position = self._positions.get((task.topic, task.partition), task.input_offset)
-            snapshotting = any(key[:2] == (task.topic, task.partition) for key in snapshot)
-            if any(changes) or position != task.input_offset or snapshotting:
-                work.append((task, changes, position))
-        for table in self.tables.values():
-            for p in table.take_changes():
-                if (table.name, p) not in covered:
-                    raise EngineError(f"table {table.name}[{p}] written outside its partitions")
-        offsets = {k: v for k, v in self._positions.items() if self._committed.get(k) != v}
-        if not work and not offsets:
-            return
-        reached: dict[tuple[str, int], int] = {}
-
-        def note(_err: Any, msg: Any) -> None:
-            key = (msg.topic(), msg.partition())
-            reached[key] = max(reached.get(key, -1), msg.offset())
-
-        n = self._log_partitions()
-        renewed: dict[tuple[str, int], int] = {}  # (topic, partition): the renewed fence
-
-        def noted_fence(task_key: tuple[str, int], _err: Any, msg: Any) -> None:
-            renewed[task_key] = msg.offset()
-
-        for task, changes, _position in work:
-            tag = ((CHECKPOINT_HEADER, checkpoint_tag(task.writer, task.seq + 1)),)
-            for (table, p), dirty in zip(task.tables, changes, strict=True):
-                for key, value in dirty.items():
-                    self.output.send(Out(table.changelog, key.encode(), value, tag, p), note)
-            task_key = (task.topic, task.partition)
-            if any(key[:2] == task_key for key in snapshot):
-                fence = Out(self.checkpoint_log, task.topic.encode(), renewed_fence(task.writer))
-                self.output.send(
-                    fence._replace(partition=task.partition % n), partial(noted_fence, task_key)
-                )
-        self.fault("changelogs")
-        self._flush()  # every output so far and every changelog record: acknowledged
-        self.fault("flushed")
-        for task, _changes, position in work:
-            task.seq += 1
-            task.input_offset = position
-            for table, p in task.tables:
-                if (table.changelog, p) in reached:
-                    task.reached[table.name] = reached[(table.changelog, p)]
-                first = snapshot.get((task.topic, task.partition, table.name))
-                fence_at = renewed.get((task.topic, task.partition))
-                if first is not None and fence_at is not None:
-                    entry = snapshot_entry(table.changelog, p, first, fence_at)
-                    task.snapshots[table.name] = entry
-                    task.snapshot_checked.pop(table.name, None)
-                    task.snapshot_age[table.name] = 0
-                else:
-                    task.snapshot_age[table.name] = task.snapshot_age.get(table.name, 0) + 1
-            record = marker_record(
-                task.writer, task.seq, position, dict(task.reached), task.snapshots
-            )
-            self.output.send(
-                Out(self.checkpoint_log, task.topic.encode(), record, (), task.partition % n)
-            )
-        self.fault("marking")
-        self._flush()
-        self.fault("marked")
-        for task, changes, _position in work:
-            for (table, p), dirty in zip(task.tables, changes, strict=True):
-                got = task.reached.get(table.name, -1)
-                table.save(p, dirty, Mark((task.writer, task.seq), got, task.fence, task.valid))
-        self.fault("stored")
-        if offsets and self._consumer is not None:
-            try:
-                self._consumer.commit(
-                    offsets=[self.clients.tp(t, p, o) for (t, p), o in offsets.items()],
-                    asynchronous=False,
-                )
-                self._committed.update(offsets)
-            except self.clients.commit_errors as exc:
-                # Fenced out of the group: the markers, not the commit, say where the
-                # stateful stages resume; the next owner will redo what is not marked.
-                log.warning("engine commit failed: %s", exc)
-        self.fault("committed")
-        self.counters.checkpoints += 1
+        and acknowledged; local stores; group offsets (``docs/reliability.md``). If a
+        message was lost, this raises, and every later checkpoint of this engine raises
+        too: nothing may be marked past a lost message, so the worker must stop and
+        resume from the last marker."""
+        commit.checkpoint(self)
 
     # -- rebalances ----------------------------------------------------------------------
 
