@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.agents import audiences as audiences_module
+from pipeline.agents import audience_step
 from pipeline.agents.audiences import (
     FORWARD,
     TICK_CONTROL,
@@ -228,7 +228,7 @@ def test_the_grace_holds_the_clock_back_until_a_late_merge_could_arrive(
     serde: AvroSerde, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     now = [1000.0]
-    monkeypatch.setattr(audiences_module.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(audience_step.time, "monotonic", lambda: now[0])
     parts = Partitions(serde)
     for step in parts.steps:
         step.grace_s = 5.0
