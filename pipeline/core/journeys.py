@@ -80,6 +80,7 @@ KIND_SYNTHETIC = "synthetic"
 _T, _ID, _CH, _CAMP, _KIND, _SRC, _DEV = 0, 1, 2, 3, 4, 5, 6
 _E_FLAGS, _E_CH, _E_CAMP, _E_REV, _E_ROUTE, _E_SRC, _E_DEV, _E_TYPE = 2, 3, 4, 5, 6, 7, 8, 9
 _EVENT_LEN, _TOUCH_LEN = 10, 7
+_OLD_EVENT_LEN, _OLD_TOUCH_LEN = 7, 5  # before source, device (and event type) were kept
 _S_LAST, _S_CH, _S_CAMP = 2, 3, 4
 _V, _DIGEST, _START, _END, _PERSON, _CONV, _GONE = 0, 1, 2, 3, 4, 5, 6
 
@@ -265,7 +266,7 @@ class JourneyState:
                     f"journey state format {data.get('format')!r} is not {STATE_FORMAT}"
                 )
             state = cls(str(data["person_id"]), int(data["watermark_ms"]))
-            state.events = [_padded(e, _EVENT_LEN) for e in data["events"]]
+            state.events = [_padded(e, _EVENT_LEN, _OLD_EVENT_LEN) for e in data["events"]]
             for event in state.events:
                 if not isinstance(event[_T], int):
                     raise JourneyError(f"malformed event {event!r}")
@@ -300,11 +301,11 @@ class JourneyState:
         )
 
 
-def _padded(item: Any, length: int) -> list[Any]:
-    """*item* as a list of *length*: one written before its last text fields existed
-    (three fewer for an event, two for a touch) gets them empty."""
+def _padded(item: Any, length: int, old_length: int) -> list[Any]:
+    """*item* as a list of *length*: one of *old_length*, written before its last text
+    fields existed, gets them empty."""
     out = list(item)
-    if len(out) not in (length, length - (3 if length == _EVENT_LEN else 2)):
+    if len(out) not in (length, old_length):
         raise JourneyError(f"malformed state entry {item!r}")
     return out + [""] * (length - len(out))
 
@@ -315,7 +316,7 @@ def _check_replay(value: Any) -> list[Any]:
         raise JourneyError("malformed touches")
     if session is not None and len(session) != 5:
         raise JourneyError("malformed session")
-    touches = [_padded(t, _TOUCH_LEN) for t in touches]
+    touches = [_padded(t, _TOUCH_LEN, _OLD_TOUCH_LEN) for t in touches]
     return [touches, None if session is None else list(session), last]
 
 
@@ -611,7 +612,6 @@ class JourneyBuilder:
         session = replay[1]
         at, event_id, flags = event[_T], event[_ID], event[_E_FLAGS]
         channel, campaign = event[_E_CH], event[_E_CAMP]
-        described = [event[_E_SRC], event[_E_DEV]]  # a touch's source and device
         owner = person or ""
         if touches and at > touches[-1][_T] + rules.inactivity_ms:
             closed.append(_null_journey(owner, touches))
@@ -636,11 +636,13 @@ class JourneyBuilder:
                     and last[_CH] == channel
                     and at - last[_T] <= rules.session_timeout_ms
                 ):
-                    touch = [at, event_id, channel, campaign, KIND_SESSION, *described]
+                    touch = [at, event_id, channel, campaign, KIND_SESSION,
+                             event[_E_SRC], event[_E_DEV]]  # fmt: skip
                     self._push_touch(touches, touch)
                 replay[1] = [event_id, at, at, channel, campaign]
         elif flags & TOUCH:
-            self._push_touch(touches, [at, event_id, channel, campaign, KIND_TOUCH, *described])
+            touch = [at, event_id, channel, campaign, KIND_TOUCH, event[_E_SRC], event[_E_DEV]]
+            self._push_touch(touches, touch)
         if flags & CONVERSION:
             if (
                 not flags & SESSION
@@ -653,7 +655,8 @@ class JourneyBuilder:
                     and last[_CH] == channel
                     and at - last[_T] <= rules.session_timeout_ms
                 ):
-                    touch = [at, event_id, channel, campaign, KIND_CONVERSION, *described]
+                    touch = [at, event_id, channel, campaign, KIND_CONVERSION,
+                             event[_E_SRC], event[_E_DEV]]  # fmt: skip
                     self._push_touch(touches, touch)
             closed.append(self._close_conversion(replay, owner, event))
         return closed

@@ -1,5 +1,5 @@
 """The record that ends each partition of the audiences table's changelog before Faust
-recovers it (pipeline.agents.audiences.fence_changelog). Faust recovers a table up to the
+recovers it (pipeline.agents.audience_table.fence_changelog). Faust recovers a table up to the
 high watermark, which Tansu reports as the last batch's base offset + 1: without the
 fence, the records of a last batch but its first lie beyond it (a kill -9 right after a
 snapshot's batch lost a person's order in tests/integration/test_audiences.py)."""
