@@ -139,7 +139,7 @@ def _cli_seconds(path: Path) -> float:
         [
             sys.executable,
             "-m",
-            "pipeline.cli",
+            "cli.main",
             "attribute",
             "--paths",
             str(path),

@@ -1,8 +1,8 @@
 """The whole pipeline end to end: produce, Faust worker(s), ClickHouse sink.
 
 A fresh broker and chDB path; ``journeys worker`` processes started with
-:func:`pipeline.stack.spawn` (each with its own ``JOURNEYS_DATA_DIR``); the sink
-(:class:`pipeline.stack.SinkService`) in this process, its ClickHouse client wrapped so
+:func:`cli.stack.spawn` (each with its own ``JOURNEYS_DATA_DIR``); the sink
+(:class:`cli.stack.SinkService`) in this process, its ClickHouse client wrapped so
 that the moment each ``touchpoints`` row became visible (the insert returned) is
 recorded. Product defaults otherwise (8 partitions, sink batches of 5,000 / 250 ms).
 
@@ -212,7 +212,7 @@ def _start_collector(cfg: Any, port: int) -> subprocess.Popen[bytes]:
     """``journeys collect`` on *port*, once it answers its health check."""
     import urllib.request
 
-    from pipeline.stack import spawn
+    from cli.stack import spawn
 
     proc = spawn(["collect"], env=settings_env(cfg, JOURNEYS_COLLECTOR_PORT=str(port)))
     deadline = time.monotonic() + 60
@@ -257,8 +257,8 @@ def measure(
     credit_rate: float = 0.0,
     trickle_seconds: float = 0.0,
 ) -> dict[str, Any]:
+    from cli.stack import SinkService, spawn, stop_process
     from pipeline.broker import free_port
-    from pipeline.stack import SinkService, spawn, stop_process
     from pipeline.topics import Topics, ensure_topics
 
     cut = plan(events_n, warm_n)

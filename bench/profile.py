@@ -18,7 +18,7 @@ _FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 _STDLIB = sysconfig.get_paths()["stdlib"]
 
 #: The command-line entry points are on every main-thread stack: not worth listing.
-_ENTRY = ("pipeline/cli.py", "pipeline/commands/")
+_ENTRY = ("cli/main.py", "cli/commands/")
 
 LAYERS = (
     ("fastavro", "fastavro/"),

@@ -170,7 +170,7 @@ def _age(client: Any, limit_s: float = 600.0) -> dict[str, int]:
 def _cli(args: list[str], env: dict[str, str]) -> float:
     started = time.monotonic()
     done = subprocess.run(  # noqa: S603 - our own interpreter and module
-        [sys.executable, "-m", "pipeline.cli", "query", *args],
+        [sys.executable, "-m", "cli.main", "query", *args],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

@@ -64,6 +64,6 @@ def stack_settings(broker: str, tmp_path: Path, request: pytest.FixtureRequest) 
 
 def settings_env(cfg: Settings) -> dict[str, str]:
     """The environment that gives a child process *cfg*."""
-    from pipeline.stack import child_env
+    from cli.stack import child_env
 
     return child_env(cfg)

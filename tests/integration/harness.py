@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from cli.stack import stop_process
 from connectors.base import map_record
 from connectors.generate import GenStats, generate
 from connectors.publisher import Publisher
@@ -36,7 +37,6 @@ from pipeline.agents.engine import engine_group
 from pipeline.core.attribution import DATA_DRIVEN_MODELS, MODELS
 from pipeline.serde import AvroSerde
 from pipeline.settings import Settings
-from pipeline.stack import stop_process
 from pipeline.topics import Topics, ensure_topics
 from sinks.query_server import find_owner, remote_query
 from tests.conftest import settings_env
@@ -138,8 +138,8 @@ def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
 
 
 def spawn_prefix() -> list[str]:
-    # The same interpreter and module as pipeline.stack.spawn, with our own log files.
-    return [sys.executable, "-m", "pipeline.cli"]
+    # The same interpreter and module as cli.stack.spawn, with our own log files.
+    return [sys.executable, "-m", "cli.main"]
 
 
 class Stack:

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
+from cli.stack import SinkService, spawn, stop_process
 from pipeline.broker import EmbeddedBroker, Janitor
 from pipeline.serde import AvroSerde
 from pipeline.settings import Settings
-from pipeline.stack import SinkService, spawn, stop_process
 from pipeline.topics import Topics, ensure_topics
 from sinks.report.data import fetch_report
 from sinks.report.sql import bind, parse_query_file

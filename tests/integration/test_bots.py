@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from cli.stack import SinkService, spawn, stop_process
 from connectors.evaluation import GROUND_TRUTH, read_ground_truth
 from connectors.generate import generate
 from pipeline.settings import Settings
-from pipeline.stack import SinkService, spawn, stop_process
 from pipeline.topics import ensure_topics
 from tests.conftest import settings_env
 from tests.integration.test_end_to_end import replay, scalar, wait_for

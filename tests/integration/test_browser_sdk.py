@@ -30,9 +30,9 @@ from typing import Any
 import aiohttp
 import pytest
 
+from cli.stack import SinkService, spawn, stop_process
 from pipeline.broker import free_port
 from pipeline.settings import Settings
-from pipeline.stack import SinkService, spawn, stop_process
 from pipeline.topics import ensure_topics
 from tests.conftest import REPO, settings_env
 from tests.unit.test_report_render import BROWSER

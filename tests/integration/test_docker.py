@@ -138,7 +138,7 @@ def _fail(message: str) -> Any:
 
 def journeys_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", *args],
+        [sys.executable, "-m", "cli.main", *args],
         capture_output=True,
         text=True,
         env={**os.environ, **env},

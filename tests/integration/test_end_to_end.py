@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from cli.stack import SinkService, spawn, stop_process
 from connectors.generate import generate
 from connectors.publisher import Publisher
 from connectors.registry import get_source
 from connectors.replay import ReplayStats, replay_files
 from pipeline.broker import free_port
 from pipeline.settings import Settings
-from pipeline.stack import SinkService, spawn, stop_process
 from pipeline.topics import Topics, ensure_topics
 from sinks.clickhouse import SinkError
 from tests.conftest import settings_env

@@ -29,10 +29,10 @@ from typing import Any
 
 import pytest
 
+from cli.stack import SinkService, spawn, stop_process
 from connectors.generate import generate
 from pipeline.agents.engine import engine_group
 from pipeline.settings import Settings
-from pipeline.stack import SinkService, spawn, stop_process
 from pipeline.topics import Topics, ensure_topics
 from sinks.clickhouse import LockedClient
 from tests.conftest import settings_env

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
+from cli.stack import SinkService, spawn, stop_process
 from connectors.publisher import Publisher
 from pipeline.core.model import Campaign, Identifier, Touchpoint
 from pipeline.core.pii import hash_email
 from pipeline.settings import Settings
-from pipeline.stack import SinkService, spawn, stop_process
 from pipeline.topics import ensure_topics
 from tests.conftest import settings_env
 from tests.integration.test_end_to_end import wait_for
@@ -240,7 +240,7 @@ def test_a_late_login_stitches_three_channels_and_reattributes_once(
         # journeys forget --email: the request the command sends, then nothing is left.
         from confluent_kafka import Producer
 
-        from pipeline.commands.forget import TABLES
+        from cli.commands.forget import TABLES
         from pipeline.topics import CONTROL_HEADER, FORGET_CONTROL, Topics
 
         absorbed = [a for _p, a in merges]

@@ -23,6 +23,7 @@ from xml.etree import ElementTree
 
 import pytest
 
+from cli.stack import SinkService, spawn, stop_process
 from connectors.generate import GenStats, generate
 from connectors.publisher import Publisher
 from connectors.registry import get_source
@@ -30,7 +31,6 @@ from connectors.replay import replay_files
 from pipeline.broker import free_port
 from pipeline.core.attribution import MODELS
 from pipeline.settings import Settings
-from pipeline.stack import SinkService, spawn, stop_process
 from pipeline.topics import ensure_topics
 from sinks.clickhouse import PARTITION_KEYS, SHARDED_TABLES
 from sinks.query_server import remote_query
@@ -346,7 +346,7 @@ def test_journeys_query_cli_binds_parameters(pipeline: PipelineRun) -> None:
         [
             sys.executable,
             "-m",
-            "pipeline.cli",
+            "cli.main",
             "query",
             "--file",
             str(QUERIES / "03_top_paths.sql"),
@@ -363,7 +363,7 @@ def test_journeys_query_cli_binds_parameters(pipeline: PipelineRun) -> None:
     assert done.returncode == 0, done.stderr.decode()
     assert "3 row(s)" in done.stderr.decode()
     bad = subprocess.run(  # noqa: S603
-        [sys.executable, "-m", "pipeline.cli", "query", "--file", str(QUERIES / "03_top_paths.sql"),
+        [sys.executable, "-m", "cli.main", "query", "--file", str(QUERIES / "03_top_paths.sql"),
          "--param", "limit=many"],
         env=env,
         capture_output=True,
@@ -405,7 +405,7 @@ def test_report_reads_through_the_query_route(pipeline: PipelineRun, tmp_path: P
     # the CLI, in another process, while this one owns the chDB path
     command = ["report", "-q", "--html", str(out), "--model", "markov"]
     cli = subprocess.run(  # noqa: S603 - our own interpreter and module
-        [sys.executable, "-m", "pipeline.cli", *command],
+        [sys.executable, "-m", "cli.main", *command],
         env=settings_env(pipeline.settings),
         capture_output=True,
         timeout=60,
@@ -461,7 +461,7 @@ def test_large_results_print_as_plain_text(pipeline: PipelineRun) -> None:
 
     def cli(*args: str) -> subprocess.CompletedProcess[bytes]:
         return subprocess.run(  # noqa: S603 - our own interpreter and module
-            [sys.executable, "-m", "pipeline.cli", "query", *args],
+            [sys.executable, "-m", "cli.main", "query", *args],
             env=env,
             capture_output=True,
             timeout=60,

@@ -9,11 +9,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from cli.commands.rechannel import rechannel, rederive
 from connectors.ads import AdsSource
 from connectors.segment import SegmentSource
 from connectors.sendgrid import SendGridSource
 from connectors.shopify import ShopifySource
-from pipeline.commands.rechannel import rechannel, rederive
 from pipeline.core.channels import DEFAULT, ChannelRules
 from pipeline.core.model import Touchpoint
 from sinks.clickhouse import TOUCHPOINTS, connect, migrate

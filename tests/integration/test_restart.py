@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from cli.stack import child_env
 from connectors.base import Rejected
 from connectors.generate import generate
 from connectors.publisher import Publisher
@@ -27,7 +28,6 @@ from pipeline.broker import free_port, kafka_answers
 from pipeline.core.model import Touchpoint
 from pipeline.serde import AvroSerde
 from pipeline.settings import Settings
-from pipeline.stack import child_env
 from sinks.clickhouse import SinkError
 from sinks.query_server import find_owner, remote_query
 
@@ -146,7 +146,7 @@ def start_stack(cfg: Settings, root: Path, expect_running: bool = True) -> Stack
     output = root / f"run-{time.monotonic_ns()}.log"
     with output.open("wb") as out:
         proc = subprocess.Popen(  # noqa: S603 - our own CLI
-            [sys.executable, "-m", "pipeline.cli", "run"],
+            [sys.executable, "-m", "cli.main", "run"],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.commands import attribute
+from cli.commands import attribute
 from pipeline.core.attribution import MODELS
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "paths_small.csv"

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
-from pipeline.commands.collect import CollectorSettings
+from cli.commands.collect import CollectorSettings
 from pipeline.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]

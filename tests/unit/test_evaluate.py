@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from cli.main import main
 from connectors.evaluation import Evaluation, EvaluationError, evaluate
 from connectors.generate import generate
-from pipeline.cli import main
 from pipeline.core.identity import IdentityRules
 
 END = datetime(2026, 11, 1, tzinfo=UTC)

@@ -8,7 +8,7 @@ import argparse
 
 import pytest
 
-from pipeline.cli import COMMANDS, build_parser
+from cli.main import COMMANDS, build_parser
 
 
 def help_text(command: str, monkeypatch: pytest.MonkeyPatch) -> str:

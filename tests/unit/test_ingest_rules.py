@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.commands._common import ingest_with_rules
+from cli.commands._common import ingest_with_rules
 from pipeline.core import channels
 from pipeline.core.channels import DEFAULT, use_rules, web_channel
 from pipeline.core.model import Campaign

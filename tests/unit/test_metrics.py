@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from cli.stack import child_env, settings_for
 from connectors.base import Rejected
 from connectors.collector import (
     CollectorConfig,
@@ -43,7 +44,6 @@ from pipeline.metrics import (
 )
 from pipeline.serde import AvroSerde
 from pipeline.settings import REPO_ROOT, Settings
-from pipeline.stack import child_env, settings_for
 from pipeline.topics import Topics
 from sinks.runner import SinkStats, sink_metrics
 from tests.unit.kafka_fakes import FakeConsumer, FakeMessage, FakeProducer

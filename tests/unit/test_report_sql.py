@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.cli import main
+from cli.main import main
 from sinks.report.sql import (
     ParamError,
     bind,

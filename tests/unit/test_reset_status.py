@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from cli.main import main
 from pipeline.broker import DataLock
-from pipeline.cli import main
 
 
 @pytest.fixture

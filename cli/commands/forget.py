@@ -7,8 +7,8 @@ import json
 import time
 from typing import Any
 
-from pipeline.commands._common import console, fail, settings
-from pipeline.commands._help import HelpFormatter
+from cli.commands._common import console, fail, settings
+from cli.commands._help import HelpFormatter
 
 EPILOG = """examples:
   journeys forget --email jane.doe@example.org
@@ -82,7 +82,7 @@ def _quote(value: str) -> str:
 
 
 def _persons(db: str, request: dict[str, Any]) -> list[str]:
-    from pipeline.commands.query import run_sql
+    from cli.commands.query import run_sql
 
     if "person_id" in request:
         person = _quote(request["person_id"])
@@ -102,7 +102,7 @@ def _persons(db: str, request: dict[str, Any]) -> list[str]:
 
 
 def _counts(db: str, persons: list[str]) -> dict[str, int]:
-    from pipeline.commands.query import run_sql
+    from cli.commands.query import run_sql
 
     if not persons:
         return {table: 0 for table, _ in TABLES}

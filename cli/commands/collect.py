@@ -7,8 +7,8 @@ import argparse
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from pipeline.commands._common import console, fail, ingest_with_rules, settings
-from pipeline.commands._help import HelpFormatter
+from cli.commands._common import console, fail, ingest_with_rules, settings
+from cli.commands._help import HelpFormatter
 
 EPILOG = """\
 routes:

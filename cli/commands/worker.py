@@ -25,9 +25,9 @@ def run(args: argparse.Namespace) -> int:
 
     import faust
 
+    from cli.commands._common import fail, settings
     from pipeline.app import create_app
     from pipeline.broker import kafka_answers
-    from pipeline.commands._common import fail, settings
     from pipeline.state_guard import StateGuardError, guard
     from pipeline.topics import ensure_topics
 

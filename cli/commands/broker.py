@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from cli.commands._common import console, fail, settings, stop_on_signals
 from pipeline.broker import BrokerError, EmbeddedBroker, Janitor, kafka_answers
-from pipeline.commands._common import console, fail, settings, stop_on_signals
 from pipeline.topics import TopicError, ensure_topics
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pipeline.commands._common import console
-from pipeline.commands._help import HelpFormatter
+from cli.commands._common import console
+from cli.commands._help import HelpFormatter
 
 
 def register(sub: argparse._SubParsersAction) -> None:

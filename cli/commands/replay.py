@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import time
 
-from pipeline.commands._common import console, fail, ingest_with_rules, settings, stop_on_signals
-from pipeline.commands._help import HelpFormatter
+from cli.commands._common import console, fail, ingest_with_rules, settings, stop_on_signals
+from cli.commands._help import HelpFormatter
 
 EPILOG = """\
 examples:

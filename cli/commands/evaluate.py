@@ -13,8 +13,8 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pipeline.commands._common import fail
-from pipeline.commands._help import HelpFormatter
+from cli.commands._common import fail
+from cli.commands._help import HelpFormatter
 
 FORMATS = ("table", "json")
 EXIT_OK = 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import shutil
 
-from pipeline.commands._common import console, fail, settings
+from cli.commands._common import console, fail, settings
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,8 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from cli.commands.status import data_folders, disk_usage, human
     from pipeline.broker import DataLock
-    from pipeline.commands.status import data_folders, disk_usage, human
     from sinks.query_server import find_owner
 
     cfg = settings()

@@ -23,7 +23,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from pipeline.commands._help import HelpFormatter
+from cli.commands._help import HelpFormatter
 from pipeline.core.attribution import (
     DEFAULT_HALF_LIFE_HOURS,
     DEFAULT_TOUCH_INTERVAL_HOURS,

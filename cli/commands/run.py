@@ -7,7 +7,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from pipeline.commands._common import console, fail, settings, stop_on_signals
+from cli.commands._common import console, fail, settings, stop_on_signals
 from pipeline.settings import Settings
 
 
@@ -33,8 +33,8 @@ def embedded_stack(
     """Broker (if needed), topics, ClickHouse sink in this process, worker (and the HTTP
     collector) as children. Raises :class:`~pipeline.state_guard.StateGuardError` before
     anything runs if the worker state was built with another broker."""
+    from cli.stack import SinkService, child_env, settings_for, spawn, stop_process
     from pipeline.broker import ensure_broker
-    from pipeline.stack import SinkService, child_env, settings_for, spawn, stop_process
     from pipeline.state_guard import guard
     from pipeline.topics import ensure_topics
 
@@ -51,7 +51,7 @@ def embedded_stack(
         service = SinkService(cfg).start()
         service.broker = broker
         # The children run with these settings, not only the environment's; each process
-        # serves its metrics on its own port (pipeline.stack.METRICS_PORT_OFFSETS).
+        # serves its metrics on its own port (cli.stack.METRICS_PORT_OFFSETS).
         children = [spawn(["worker"], env=child_env(settings_for(cfg, "worker")))]
         if with_collector:
             children.append(spawn(["collect"], env=child_env(settings_for(cfg, "collector"))))
@@ -69,10 +69,10 @@ def embedded_stack(
 
 
 def run(_args: argparse.Namespace) -> int:
+    from cli.commands.status import folders_table
+    from cli.stack import SinkService
     from pipeline.broker import BrokerError
-    from pipeline.commands.status import folders_table
     from pipeline.metrics import MetricsError
-    from pipeline.stack import SinkService
     from pipeline.state_guard import StateGuardError
     from pipeline.topics import TopicError
     from sinks.clickhouse import SinkError

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from pipeline.commands._common import console, settings
+from cli.commands._common import console, settings
 from pipeline.settings import Settings
 
 #: ``journeys demo``'s own folder (its --out default): sample logs and a separate state.

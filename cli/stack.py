@@ -119,7 +119,7 @@ def child_env(cfg: Settings) -> dict[str, str]:
 def spawn(command: Sequence[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     """Start ``journeys COMMAND...`` as a child that dies with this process."""
     return subprocess.Popen(  # noqa: S603 - our own interpreter and module
-        [sys.executable, "-m", "pipeline.cli", *command],
+        [sys.executable, "-m", "cli.main", *command],
         env=env,
         preexec_fn=_die_with_parent,  # noqa: PLW1509 - no orphans
         start_new_session=True,  # the parent decides the shutdown order on Ctrl-C

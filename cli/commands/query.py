@@ -9,8 +9,8 @@ import re
 import sys
 from typing import Any
 
-from pipeline.commands._common import fail, settings
-from pipeline.commands._help import HelpFormatter
+from cli.commands._common import fail, settings
+from cli.commands._help import HelpFormatter
 
 EPILOG = """\
 examples:
@@ -137,7 +137,7 @@ def _print(body: bytes, choice: str) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from pipeline.commands._common import console
+    from cli.commands._common import console
 
     lines = body.decode("utf-8", "replace").splitlines()
     if len(lines) < 2:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from pipeline.commands._common import console, fail, settings, stop_on_signals
+from cli.commands._common import console, fail, settings, stop_on_signals
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,9 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(_args: argparse.Namespace) -> int:
+    from cli.stack import SinkService
     from pipeline.broker import kafka_answers
     from pipeline.metrics import MetricsError
-    from pipeline.stack import SinkService
     from pipeline.topics import ensure_topics
     from sinks.clickhouse import SinkError
 

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from pipeline.commands._common import console, fail, settings, stop_on_signals
+from cli.commands._common import console, fail, settings, stop_on_signals
 
 COUNT_SQL = "SELECT count() FROM {db}.touchpoints FINAL"
 DEAD_SQL = "SELECT count() FROM {db}.dead_letters FINAL WHERE stage = 'replay'"
@@ -72,14 +72,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
+    from cli.commands.run import embedded_stack
+    from cli.stack import SinkService
     from connectors.generate import generate
     from connectors.publisher import Publisher
     from connectors.registry import SOURCES, get_source
     from connectors.replay import replay_files, source_of_file
     from pipeline.broker import BrokerError
-    from pipeline.commands.run import embedded_stack
     from pipeline.metrics import MetricsError
-    from pipeline.stack import SinkService
     from pipeline.topics import TopicError
     from sinks.clickhouse import SinkError
     from sinks.report.data import ReportError, fetch_report
@@ -177,8 +177,8 @@ def run(args: argparse.Namespace) -> int:
         f"{stats.records:,} records in: {stored:,} touchpoints + {dead:,} dead letters "
         f"({time.monotonic() - started:.0f}s)."
     )
-    from pipeline.commands.report import write_html
-    from pipeline.commands.status import disk_usage, human
+    from cli.commands.report import write_html
+    from cli.commands.status import disk_usage, human
 
     sizes = {name: disk_usage(out_dir / name) for name in ("broker", "worker", "clickhouse")}
     console.print(

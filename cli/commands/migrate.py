@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from pipeline.commands._common import console, fail, settings
+from cli.commands._common import console, fail, settings
 
 
 def register(sub: argparse._SubParsersAction) -> None:

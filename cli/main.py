@@ -7,7 +7,7 @@ import importlib
 import logging
 import sys
 
-from pipeline.commands._help import HelpFormatter
+from cli.commands._help import HelpFormatter
 
 COMMANDS = (
     "run",
@@ -54,7 +54,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS if only not in COMMANDS else (only,):
-        module = importlib.import_module(f"pipeline.commands.{name}")
+        module = importlib.import_module(f"cli.commands.{name}")
         module.register(sub)
     return parser
 

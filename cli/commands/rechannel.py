@@ -7,8 +7,8 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
-from pipeline.commands._common import console, fail, settings
-from pipeline.commands._help import HelpFormatter
+from cli.commands._common import console, fail, settings
+from cli.commands._help import HelpFormatter
 from pipeline.core.channels import ChannelRules, web_channel
 from pipeline.core.model import Campaign
 from pipeline.core.source_channels import source_channel

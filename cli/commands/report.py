@@ -7,8 +7,8 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipeline.commands._common import console, fail, settings
-from pipeline.commands._help import HelpFormatter
+from cli.commands._common import console, fail, settings
+from cli.commands._help import HelpFormatter
 from sinks.report.data import MODELS
 
 if TYPE_CHECKING:
@@ -71,7 +71,7 @@ def write_html(data: ReportData, path: Path) -> Path:
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from pipeline.commands.query import run_sql
+    from cli.commands.query import run_sql
     from sinks.clickhouse import SinkError
     from sinks.report.data import ReportError, fetch_report
     from sinks.report.terminal import render_terminal
